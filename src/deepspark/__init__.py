@@ -1,0 +1,55 @@
+"""deepspark: scalable deep learning on Apache Spark with Keras 3, MLflow and Horovod-style
+distributed training.
+
+Common case::
+
+    import deepspark
+    result = deepspark.train("houses.csv", "median_house_value")
+    model = deepspark.load_model(result.model_uri)
+    model.predict(frame)
+
+``import deepspark`` is light: Keras, torch, MLflow and Spark load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from deepspark._backend import configure_backend
+
+configure_backend()
+
+__version__ = "0.1.0"
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "list_runs",
+    "load_model",
+    "predict",
+    "train",
+]
+
+if TYPE_CHECKING:
+    from deepspark.config import TrainConfig
+    from deepspark.tracking.model import load_model
+    from deepspark.tracking.predict import predict
+    from deepspark.tracking.runs import list_runs
+    from deepspark.training.trainer import TrainResult, train
+
+_LAZY = {
+    "TrainConfig": "deepspark.config",
+    "TrainResult": "deepspark.training.trainer",
+    "train": "deepspark.training.trainer",
+    "load_model": "deepspark.tracking.model",
+    "predict": "deepspark.tracking.predict",
+    "list_runs": "deepspark.tracking.runs",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepspark' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The ``deepspark`` command line: parses options, calls the Python API, formats results."""

@@ -1,0 +1,202 @@
+"""``deepspark <command>``: exit 0 ok, 2 bad input or usage (one line on stderr), 1 internal."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+
+from deepspark.cli.output import (
+    configure_logging,
+    emit_json,
+    format_metric,
+    stdout_to_stderr,
+)
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"deepspark: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deepspark")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+def cli(quiet: bool) -> None:
+    """Scalable deep learning on Apache Spark: Keras 3 training, MLflow tracking, scoring."""
+    configure_logging(quiet=quiet)
+
+
+@cli.command()
+@click.option("--data", help="CSV / Parquet / JSON-lines path or built-in dataset (diabetes).")
+@click.option("--target", help="Column to predict.")
+@click.option("--task", help="regression, binary or multiclass (default: inferred).")
+@click.option("--exclude", help="Comma-separated columns to leave out of the features.")
+@click.option("--hidden", help="Hidden layer sizes, e.g. 64,32.")
+@click.option(
+    "--activation", help="sigmoid, tanh, relu, leaky_relu, prelu, elu, selu, gelu, swish."
+)
+@click.option("--dropout", type=float, help="Dropout rate after each hidden layer.")
+@click.option("--batch-norm/--no-batch-norm", default=None, help="Batch normalization.")
+@click.option("--optimizer", help="sgd, momentum, nesterov, adam, adamw, rmsprop, adagrad.")
+@click.option("--lr", type=float, help="Learning rate (default: the optimizer's usual).")
+@click.option("--loss", help="mse, mae or huber (regression); crossentropy (classification).")
+@click.option("--epochs", type=int, help="Most epochs; early stopping usually ends sooner.")
+@click.option("--batch-size", type=int, help="Rows per gradient step.")
+@click.option("--val-fraction", type=float, help="Validation share (default 0.15).")
+@click.option("--test-fraction", type=float, help="Test share, scored once (default 0.15).")
+@click.option("--seed", type=int, help="Seed for split, initialisation and shuffling.")
+@click.option("--patience", type=int, help="Early-stopping patience in epochs.")
+@click.option("--reduce-lr/--no-reduce-lr", default=None, help="Halve LR when validation stalls.")
+@click.option("--categorical-encoding", help="auto, one_hot or embedding.")
+@click.option("--experiment", help="MLflow experiment (default: deepspark).")
+@click.option("--run-name", help="MLflow run name.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLflow's own default).")
+@click.option("--checkpoint-dir", help="Folder for per-epoch checkpoints.")
+@click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
+@click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(config_file, resume, as_json, **options) -> None:
+    """Train a Keras network on a table; track it in MLflow; log the model."""
+    from deepspark.training.trainer import train as train_model
+
+    settings = {name: value for name, value in options.items() if value is not None}
+    with stdout_to_stderr() as stdout:
+        if resume:
+            result = train_model(resume=resume, tracking_uri=settings.get("tracking_uri"))
+        else:
+            if "data" not in settings and config_file is None:
+                raise click.UsageError("Missing option '--data' (a file path or 'diabetes').")
+            result = train_model(config_file=config_file, **settings)
+    document = result.to_dict()
+    if as_json:
+        emit_json(document, sys.stdout)
+        return
+    click.echo(f"run id:     {result.run_id}")
+    click.echo(f"model uri:  {result.model_uri}")
+    click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
+    for name, value in result.metrics.items():
+        click.echo(f"{name:<18}{format_metric(value)}")
+    del stdout
+
+
+@cli.command()
+@click.option("--model", "model_uri", required=True, help="Model URI (models:/..., runs:/...).")
+@click.option("--data", required=True, help="CSV / Parquet / JSON-lines path to score.")
+@click.option("--output", required=True, help="Output file (.csv, .parquet, .jsonl).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def predict(model_uri, data, output, overwrite, tracking_uri, as_json) -> None:
+    """Score a file: output = input columns + prediction column(s)."""
+    from deepspark.tracking.predict import predict as predict_table
+    from deepspark.tracking.run import use_tracking_uri
+
+    with stdout_to_stderr():
+        use_tracking_uri(tracking_uri)
+        scored = predict_table(model_uri, data, output=output, overwrite=overwrite)
+    document = {
+        "model_uri": model_uri,
+        "data": data,
+        "output": output,
+        "rows": len(scored),
+        "columns": list(map(str, scored.columns)),
+    }
+    if as_json:
+        emit_json(document, sys.stdout)
+    else:
+        click.echo(f"scored {len(scored)} rows -> {output}")
+
+
+@cli.command()
+@click.option("--experiment", default="deepspark", show_default=True, help="MLflow experiment.")
+@click.option("--tracking-uri", help="MLflow tracking URI.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def runs(experiment, tracking_uri, limit, as_json) -> None:
+    """List runs with status and key metrics, newest first."""
+    from deepspark.tracking.runs import list_runs
+
+    with stdout_to_stderr():
+        found = list_runs(experiment, tracking_uri=tracking_uri, limit=limit)
+    if as_json:
+        emit_json({"experiment": experiment, "runs": found}, sys.stdout)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"experiment: {experiment}")
+    table.add_column("run id", no_wrap=True, min_width=32)
+    for column in ("name", "status", "started", "val_rmse / val_acc", "test"):
+        table.add_column(column)
+    for run in found:
+        metrics = run["metrics"]
+        val = metrics.get("val_rmse", metrics.get("val_accuracy"))
+        test = metrics.get("test_rmse", metrics.get("test_accuracy"))
+        table.add_row(
+            run["run_id"],
+            run["run_name"] or "",
+            run["status"],
+            run["start_time"],
+            format_metric(val),
+            format_metric(test),
+        )
+    Console(width=max(Console().width, 140)).print(table)
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("--output", "output_dir", required=True, help="Folder for the lesson's PNG plots.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def learn(topic, output_dir, as_json) -> None:
+    """Run a NumPy lesson: activations, losses, optimizers, splits or approximation."""
+    from deepspark.fundamentals.lessons import run_lesson
+
+    with stdout_to_stderr():
+        document = run_lesson(topic, output_dir)
+    if as_json:
+        emit_json(document, sys.stdout)
+        return
+    click.echo(f"lesson: {topic}")
+    for name, value in document.items():
+        if name in ("topic", "plots"):
+            continue
+        values = value if isinstance(value, list) else [value]
+        shown = ", ".join(
+            f"{item:.4g}" if isinstance(item, float) else str(item) for item in values
+        )
+        click.echo(f"  {name:<42}{shown}")
+    for plot in document["plots"]:
+        click.echo(f"plot: {plot}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; maps errors to exit codes."""
+    from deepspark.errors import MissingDependencyError, UserInputError
+
+    try:
+        cli.main(args=argv, prog_name="deepspark", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _fail("interrupted", EXIT_INTERRUPTED)
+    except click.UsageError as error:
+        command = f" {error.ctx.info_name}" if error.ctx and error.ctx.parent else ""
+        _fail(f"{error.format_message()} (see: deepspark{command} --help)", EXIT_USAGE)
+    except click.ClickException as error:
+        _fail(error.format_message(), EXIT_USAGE)
+    except (UserInputError, MissingDependencyError) as error:
+        _fail(" ".join(str(error).split()), EXIT_USAGE)
+    except Exception as error:  # noqa: BLE001  anything else is deepspark's fault
+        if os.environ.get("DEEPSPARK_DEBUG"):
+            traceback.print_exc()
+        _fail(
+            f"internal error: {type(error).__name__}: {error} "
+            f"(set DEEPSPARK_DEBUG=1 for the traceback)",
+            EXIT_INTERNAL,
+        )
+    sys.exit(EXIT_OK)

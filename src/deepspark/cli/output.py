@@ -1,0 +1,67 @@
+"""Console output for the CLI: logs and progress on stderr, results (or JSON) on stdout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+
+def configure_logging(*, quiet: bool) -> None:
+    """deepspark's INFO lines on stderr through rich; library chatter only when it matters."""
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    handler = RichHandler(
+        console=Console(stderr=True),
+        show_path=False,
+        show_time=False,
+        markup=False,
+        rich_tracebacks=False,
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("deepspark").setLevel(logging.WARNING if quiet else logging.INFO)
+    for noisy in ("mlflow", "alembic", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[Any]:
+    """While a command runs, anything printed goes to stderr; yields the real stdout."""
+    real_stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        yield real_stdout
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def emit_json(document: dict[str, Any], stream) -> None:
+    """Exactly one JSON object on ``stream`` (NaN / inf become null)."""
+    stream.write(json.dumps(_json_ready(document), default=str) + "\n")
+    stream.flush()
+
+
+def format_metric(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"

@@ -1,0 +1,210 @@
+"""Run settings: one frozen dataclass, validated in one place, loadable from a TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deepspark.errors import UserInputError
+
+TASKS = ("regression", "binary", "multiclass")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+CLASSIFICATION_LOSSES = ("crossentropy",)
+CATEGORICAL_ENCODINGS = ("auto", "one_hot", "embedding")
+
+
+def _invalid(name: str, problem: str, value: Any) -> UserInputError:
+    option = "--" + name.replace("_", "-")
+    return UserInputError(f"Invalid {option}: {problem}. Received: {name}={value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Logged to MLflow as params.
+
+    Args:
+        data: A file path (CSV, Parquet, JSON lines) or a built-in dataset name.
+        target: The column to predict.
+        task: ``regression``, ``binary`` or ``multiclass``; ``None`` infers it from the target.
+        exclude: Columns that are not features (ids, leaks).
+        hidden: Units of each hidden layer.
+        activation: Hidden-layer activation, one of ``ACTIVATIONS``.
+        dropout: Dropout rate after each hidden layer.
+        batch_norm: Batch normalization after each hidden dense layer.
+        optimizer: One of ``OPTIMIZERS``.
+        lr: Learning rate; ``None`` uses the optimizer's usual default.
+        loss: ``mse``, ``mae`` or ``huber`` for regression; ``None`` picks the task's default.
+        epochs: Most epochs to train; early stopping usually ends sooner.
+        batch_size: Rows per gradient step.
+        val_fraction: Share of rows for the validation split (early stopping, selection).
+        test_fraction: Share of rows for the test split, scored once at the end.
+        seed: Seeds the split, the weight initialisation and the shuffling.
+        patience: Epochs without validation improvement before early stopping.
+        reduce_lr: Halve the learning rate when validation loss stalls for a third of
+            ``patience``.
+        categorical_encoding: ``one_hot``, ``embedding`` or ``auto`` (embedding above 16 levels).
+        experiment: MLflow experiment name.
+        run_name: MLflow run name.
+        tracking_uri: MLflow tracking URI; ``None`` keeps MLflow's default.
+        checkpoint_dir: Where per-epoch checkpoints go; ``None`` uses ``./.deepspark/checkpoints``.
+    """
+
+    data: str
+    target: str | None = None
+    task: str | None = None
+    exclude: tuple[str, ...] = ()
+    hidden: tuple[int, ...] = (256, 128, 64)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+    optimizer: str = "adam"
+    lr: float | None = None
+    loss: str | None = None
+    epochs: int = 300
+    batch_size: int = 128
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    patience: int = 20
+    reduce_lr: bool = True
+    categorical_encoding: str = "auto"
+    experiment: str = "deepspark"
+    run_name: str | None = None
+    tracking_uri: str | None = None
+    checkpoint_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_config(self)
+
+    def to_params(self) -> dict[str, str]:
+        """The settings as flat MLflow params (strings)."""
+        params = {}
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, tuple | list):
+                value = ",".join(str(item) for item in value)
+            params[name] = "" if value is None else str(value)
+        return params
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (lists for tuples)."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise _invalid(name, f"unknown value; valid values are {', '.join(choices)}", value)
+
+
+def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (isinstance(value, int | float) and math.isfinite(value) and low_ok and value < 1):
+        bound = "[0, 1)" if allow_zero else "(0, 1)"
+        raise _invalid(name, f"must be a fraction in {bound}", value)
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Check every setting; raise ``UserInputError`` naming the first bad one and the fix."""
+    if not config.data:
+        raise _invalid("data", "give a file path or a built-in dataset name", config.data)
+    if config.task is not None:
+        _check_choice("task", config.task, TASKS)
+    _check_choice("activation", config.activation, ACTIVATIONS)
+    _check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_choice("categorical_encoding", config.categorical_encoding, CATEGORICAL_ENCODINGS)
+    if config.loss is not None:
+        _check_choice("loss", config.loss, REGRESSION_LOSSES + CLASSIFICATION_LOSSES)
+    if not config.hidden or any(int(units) <= 0 for units in config.hidden):
+        raise _invalid("hidden", "give positive layer sizes such as 64,32", config.hidden)
+    if not 0 <= config.dropout < 1:
+        raise _invalid("dropout", "must be in [0, 1)", config.dropout)
+    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+        raise _invalid("lr", "must be a positive number such as 0.001", config.lr)
+    for name in ("epochs", "batch_size", "patience"):
+        if int(getattr(config, name)) <= 0:
+            raise _invalid(name, "must be a positive integer", getattr(config, name))
+    _check_fraction("val_fraction", config.val_fraction, allow_zero=False)
+    _check_fraction("test_fraction", config.test_fraction, allow_zero=True)
+    if config.val_fraction + config.test_fraction >= 0.95:
+        raise _invalid(
+            "val_fraction",
+            "validation and test fractions leave less than 5% of rows for training; "
+            "lower --val-fraction or --test-fraction",
+            config.val_fraction + config.test_fraction,
+        )
+
+
+def _coerce(field: dataclasses.Field, value: Any) -> Any:
+    """Turn TOML / CLI strings into the field's type (e.g. ``"64,32"`` -> ``(64, 32)``)."""
+    if field.name == "hidden":
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(",") if part.strip())
+            except ValueError as error:
+                raise _invalid(
+                    "hidden", "give comma-separated integers such as 64,32", value
+                ) from error
+        return tuple(int(part) for part in value)
+    if field.name == "exclude":
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return tuple(value)
+    return value
+
+
+def make_config(
+    settings: Mapping[str, Any], *, config_file: str | Path | None = None
+) -> TrainConfig:
+    """Build a ``TrainConfig`` from a TOML file overlaid with explicit settings.
+
+    Args:
+        settings: Settings given directly (CLI options, keyword arguments); ``None`` values are
+            ignored so that file values and defaults apply.
+        config_file: Optional TOML file whose keys are ``TrainConfig`` field names (``-`` or ``_``).
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        UserInputError: For an unreadable file, an unknown key or an invalid value.
+    """
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(_read_toml(config_file, set(fields)))
+    merged.update({key: value for key, value in settings.items() if value is not None})
+    unknown = sorted(set(merged) - set(fields))
+    if unknown:
+        raise UserInputError(
+            f"Unknown setting {', '.join(unknown)}; valid settings are {', '.join(fields)}. "
+            f"Received: {unknown[0]}={merged[unknown[0]]!r}"
+        )
+    values = {name: _coerce(fields[name], value) for name, value in merged.items()}
+    try:
+        return TrainConfig(**values)
+    except TypeError as error:
+        raise UserInputError(f"Invalid settings: {error}") from error
+
+
+def _read_toml(path: str | Path, known: set[str]) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise UserInputError(f"Config file not found; check the path. Received: {path}") from error
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UserInputError(
+            f"Config file is not valid TOML ({error}). Received: {path}"
+        ) from error
+    # Accept a [train] table or top-level keys.
+    section = document.get("train", document)
+    return {str(key).replace("-", "_"): value for key, value in section.items()}

@@ -1,0 +1,272 @@
+"""The feature schema: which raw columns feed the model, their kinds, the target and the task."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepspark.errors import DataError, UserInputError
+
+logger = logging.getLogger(__name__)
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+# Text columns parsing as numbers in at least this share of rows are treated as broken numerics.
+_MOSTLY_NUMERIC = 0.9
+_MAX_CLASSES_FROM_INTEGERS = 20
+_MAX_VOCABULARY = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+    """One raw input column.
+
+    Args:
+        name: Column name.
+        kind: ``numeric`` or ``categorical``.
+        dtype: The pandas dtype seen at training, for information.
+        vocabulary: Categorical levels learned on the training split, most frequent first.
+    """
+
+    name: str
+    kind: str
+    dtype: str
+    vocabulary: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSchema:
+    """Features, target and task of a model; stored with the model as JSON."""
+
+    features: tuple[FeatureSpec, ...]
+    target: str
+    task: str
+    class_labels: tuple[Any, ...] = ()
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return [spec.name for spec in self.features if spec.kind == NUMERIC]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [spec.name for spec in self.features if spec.kind == CATEGORICAL]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [spec.name for spec in self.features]
+
+    @property
+    def categorical_specs(self) -> list[FeatureSpec]:
+        return [spec for spec in self.features if spec.kind == CATEGORICAL]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "task": self.task,
+            "class_labels": list(self.class_labels),
+            "features": [
+                {**dataclasses.asdict(spec), "vocabulary": list(spec.vocabulary)}
+                for spec in self.features
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> FeatureSchema:
+        features = tuple(
+            FeatureSpec(
+                name=item["name"],
+                kind=item["kind"],
+                dtype=item.get("dtype", ""),
+                vocabulary=tuple(item.get("vocabulary", ())),
+            )
+            for item in document["features"]
+        )
+        return cls(
+            features=features,
+            target=document["target"],
+            task=document["task"],
+            class_labels=tuple(document.get("class_labels", ())),
+        )
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    task: str | None = None,
+    exclude: tuple[str, ...] = (),
+) -> tuple[FeatureSchema, pd.DataFrame]:
+    """Infer the feature kinds and task, and clean the frame for training.
+
+    Rows whose target is missing are dropped (the count is logged as a warning). Numeric-looking
+    text columns are converted; text in a mostly numeric column is an error that names examples.
+
+    Args:
+        frame: The raw table.
+        target: Name of the target column.
+        task: ``regression``, ``binary`` or ``multiclass``; ``None`` infers it.
+        exclude: Columns to leave out of the features.
+
+    Returns:
+        The schema (vocabularies still empty: see ``learn_vocabularies``) and the cleaned frame.
+
+    Raises:
+        DataError: Target not found or all missing, an all-missing feature, text in a numeric
+            column, a single class, and similar problems with the data.
+    """
+    columns = [str(column) for column in frame.columns]
+    frame = frame.set_axis(columns, axis=1)
+    if target not in frame.columns:
+        raise DataError(
+            f"Target column not found; choose one of: {', '.join(columns)}. "
+            f"Received: target={target!r}"
+        )
+    unknown = [name for name in exclude if name not in frame.columns]
+    if unknown:
+        raise DataError(
+            f"Excluded column(s) not found: {', '.join(unknown)}; choose from: "
+            f"{', '.join(columns)}. Received: exclude={','.join(exclude)}"
+        )
+    frame = _drop_missing_target(frame, target)
+    task = task or infer_task(frame[target])
+    class_labels = _class_labels(frame[target], task, target)
+    feature_names = [name for name in columns if name != target and name not in exclude]
+    if not feature_names:
+        raise DataError(
+            f"No feature columns left besides the target; give a table with at least "
+            f"one feature column. Received: columns={columns}"
+        )
+    specs = []
+    for name in feature_names:
+        kind, converted = _column_kind(frame[name], name)
+        frame[name] = converted
+        specs.append(FeatureSpec(name=name, kind=kind, dtype=str(converted.dtype)))
+    schema = FeatureSchema(
+        features=tuple(specs), target=target, task=task, class_labels=class_labels
+    )
+    return schema, frame[feature_names + [target]]
+
+
+def _drop_missing_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    missing = frame[target].isna()
+    if missing.all():
+        raise DataError(
+            f"Target column '{target}' has no values (all {len(frame)} rows missing); "
+            f"choose another target. Received: target={target!r}"
+        )
+    if missing.any():
+        logger.warning(
+            "Dropped %d of %d rows whose target '%s' is missing",
+            int(missing.sum()),
+            len(frame),
+            target,
+        )
+        frame = frame.loc[~missing]
+    return frame.reset_index(drop=True)
+
+
+def infer_task(target: pd.Series) -> str:
+    """``binary`` for two values, ``multiclass`` for text or few integer values, else regression."""
+    distinct = target.nunique(dropna=True)
+    if distinct == 2:
+        return "binary"
+    numeric = pd.api.types.is_numeric_dtype(target) and not pd.api.types.is_bool_dtype(target)
+    if not numeric:
+        return "multiclass"
+    values = target.to_numpy(dtype=float)
+    integer_valued = bool(np.all(np.equal(np.mod(values, 1), 0)))
+    few = distinct <= _MAX_CLASSES_FROM_INTEGERS and distinct <= max(3, 0.05 * len(values))
+    return "multiclass" if integer_valued and few and distinct > 2 else "regression"
+
+
+def _class_labels(target: pd.Series, task: str, name: str) -> tuple[Any, ...]:
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
+            raise DataError(
+                f"Target '{name}' is not numeric, so it cannot be a regression target; "
+                f"use --task binary or --task multiclass. Received: task=regression"
+            )
+        return ()
+    labels = sorted(target.unique().tolist(), key=lambda value: (str(type(value)), value))
+    if len(labels) < 2:
+        raise DataError(
+            f"Target '{name}' has a single class ({labels[0]!r}); classification "
+            f"needs at least two. Received: task={task}"
+        )
+    if task == "binary" and len(labels) != 2:
+        raise DataError(
+            f"Target '{name}' has {len(labels)} classes, not 2; use --task multiclass. "
+            f"Received: task=binary"
+        )
+    return tuple(value.item() if hasattr(value, "item") else value for value in labels)
+
+
+def _column_kind(column: pd.Series, name: str) -> tuple[str, pd.Series]:
+    present = column.notna()
+    if not present.any():
+        raise DataError(
+            f"Feature column '{name}' is entirely missing ({len(column)} of "
+            f"{len(column)} rows empty); drop it with --exclude {name} or fill it. "
+            f"Received: column={name!r}"
+        )
+    if pd.api.types.is_bool_dtype(column):
+        return NUMERIC, column.astype("float64")
+    if pd.api.types.is_numeric_dtype(column):
+        return NUMERIC, column.astype("float64")
+    if pd.api.types.is_datetime64_any_dtype(column):
+        raise DataError(
+            f"Feature column '{name}' holds dates, which deepspark does not encode "
+            f"yet; derive numeric columns from it or --exclude {name}. "
+            f"Received: dtype={column.dtype}"
+        )
+    parsed = pd.to_numeric(column.where(present), errors="coerce")
+    parsed_share = parsed.notna().sum() / present.sum()
+    if parsed_share == 1:
+        return NUMERIC, parsed.astype("float64")
+    if parsed_share >= _MOSTLY_NUMERIC:
+        raise text_in_numeric_error(column, parsed, name)
+    text = column.astype("string").astype(object).where(present, None)
+    return CATEGORICAL, text
+
+
+def text_in_numeric_error(
+    column: pd.Series, parsed: pd.Series, name: str, *, training: bool = True
+) -> DataError:
+    """The error for a numeric column with some non-numeric cells, naming example rows."""
+    bad = column[column.notna() & parsed.isna()]
+    examples = ", ".join(f"row {index}: {value!r}" for index, value in bad.head(3).items())
+    share = 100 * (1 - len(bad) / column.notna().sum())
+    return DataError(
+        f"Column '{name}' is numeric in {share:.0f}% of rows but has text in {len(bad)} "
+        f"({examples}); fix those cells or leave them empty (empty cells are imputed)"
+        f"{f', or leave the column out with --exclude {name}' if training else ''}. "
+        f"Received: column={name!r}"
+    )
+
+
+def learn_vocabularies(schema: FeatureSchema, train: pd.DataFrame) -> FeatureSchema:
+    """Learn each categorical column's levels on the training split, most frequent first."""
+    specs = []
+    for spec in schema.features:
+        if spec.kind == CATEGORICAL:
+            counts = train[spec.name].dropna().astype(str).value_counts(sort=False)
+            ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            vocabulary = tuple(level for level, _ in ordered[:_MAX_VOCABULARY])
+            spec = dataclasses.replace(spec, vocabulary=vocabulary)
+        specs.append(spec)
+    return dataclasses.replace(schema, features=tuple(specs))
+
+
+def require_columns(frame: pd.DataFrame, schema: FeatureSchema) -> None:
+    """Raise a ``UserInputError`` naming every model column the frame lacks."""
+    missing = [name for name in schema.feature_names if name not in frame.columns]
+    if missing:
+        given = list(map(str, frame.columns))
+        raise UserInputError(
+            f"Data is missing {len(missing)} column(s) the model needs: {', '.join(missing)}; "
+            f"add them (empty values are allowed). Received: columns={given}"
+        )

@@ -1,0 +1,69 @@
+"""Runnable lessons: each writes PNG plots and returns the numbers behind its claims.
+
+Topics:
+
+- ``activations``: every activation and its derivative; sigmoid saturation; zero-centring;
+  dead ReLU units after a bad initialisation and how LeakyReLU / ELU avoid them.
+- ``losses``: MSE / RMSE versus MAE when a few predictions miss badly.
+- ``optimizers``: SGD, momentum, Nesterov and Adam on a function with a local minimum, on an
+  ill-conditioned valley, and with learning rates too low, right and too high.
+- ``splits``: the optimism of a score when the test set chose the hyperparameter.
+- ``approximation``: a NumPy MLP trained with NumPy Adam, wider and wider.
+
+Example::
+
+    from deepspark.fundamentals import run_lesson
+
+    figures = run_lesson("losses", "lesson-output")
+    figures["outlier_share_of_squared_loss"], figures["outlier_share_of_absolute_loss"]
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from deepspark.errors import UserInputError
+
+#: Topic -> private module holding its ``run(output_dir) -> dict``.
+TOPICS = {
+    "activations": "deepspark.fundamentals._lesson_activations",
+    "losses": "deepspark.fundamentals._lesson_losses",
+    "optimizers": "deepspark.fundamentals._lesson_optimizers",
+    "splits": "deepspark.fundamentals._lesson_splits",
+    "approximation": "deepspark.fundamentals._lesson_approximation",
+}
+
+
+def run_lesson(topic: str, output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run one lesson: write its plots into ``output_dir`` and return its key figures.
+
+    Everything is seeded and small, so a lesson takes a few seconds and gives the same numbers
+    on every run.
+
+    Args:
+        topic: One of ``activations``, ``losses``, ``optimizers``, ``splits``, ``approximation``.
+        output_dir: Folder for the PNG files; created when missing.
+
+    Returns:
+        A JSON-ready dictionary: ``topic``, ``plots`` (paths of the PNG files written) and the
+        lesson's figures (floats, ints, strings, booleans and lists of them).
+
+    Raises:
+        UserInputError: For an unknown topic, or an ``output_dir`` that is an existing file.
+    """
+    if topic not in TOPICS:
+        raise UserInputError(
+            f"Unknown lesson topic; use one of {', '.join(TOPICS)}. Received: topic={topic!r}"
+        )
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(
+            "output_dir is a file, not a folder; pass a folder path (it is created when missing). "
+            f"Received: output_dir={str(folder)!r}"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = importlib.import_module(TOPICS[topic]).run(folder)
+    return {"topic": topic, **figures}

@@ -1,0 +1,1 @@
+"""MLflow: the run context, the pyfunc model artifact, the model loader, run listings."""

@@ -1,0 +1,147 @@
+"""The deepspark model: a Keras network plus its feature schema, loaded from any model URI.
+
+On disk (inside the MLflow pyfunc model, under ``artifacts/deepspark/``)::
+
+    model.keras      preprocessing layers + network, loaded with safe_mode=True
+    deepspark.json   task, feature schema (with vocabularies), target, class labels, versions
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deepspark.data.encoding import encode_features
+from deepspark.data.schema import FeatureSchema
+from deepspark.errors import ModelNotFoundError
+
+KERAS_FILE = "model.keras"
+METADATA_FILE = "deepspark.json"
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import mlflow
+    import torch
+
+    import deepspark
+
+    return {
+        "deepspark": deepspark.__version__,
+        "keras": keras.__version__,
+        "torch": torch.__version__,
+        "mlflow": mlflow.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class DeepsparkModel:
+    """A trained network with the schema that turns raw columns into its inputs.
+
+    Args:
+        keras_model: The Keras model (preprocessing layers included).
+        schema: The feature schema it was trained with.
+        metadata: Extra facts stored with the model (versions, target statistics, run id).
+    """
+
+    def __init__(self, keras_model, schema: FeatureSchema, metadata: dict[str, Any] | None = None):
+        self.keras_model = keras_model
+        self.schema = schema
+        self.metadata = metadata or {}
+
+    @property
+    def task(self) -> str:
+        return self.schema.task
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.schema.feature_names
+
+    def predict_output(self, frame: pd.DataFrame):
+        """Raw network output for the rows of ``frame`` (columns bound by name)."""
+        from deepspark.models.inference import predict_arrays
+
+        return predict_arrays(self.keras_model, encode_features(frame, self.schema))
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for raw rows: ``prediction`` (+ ``probability_<label>`` per class).
+
+        Raises:
+            UserInputError: Missing columns (named) or text in a numeric column.
+        """
+        from deepspark.models.inference import format_predictions
+
+        return format_predictions(self.predict_output(frame), self.schema, index=frame.index)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.keras`` and ``deepspark.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.keras_model.save(directory / KERAS_FILE)
+        document = {
+            "schema": self.schema.to_dict(),
+            "versions": library_versions(),
+            **self.metadata,
+        }
+        (directory / METADATA_FILE).write_text(json.dumps(document, indent=1, default=str))
+        return directory
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> DeepsparkModel:
+        """Load from a folder written by ``save`` (Keras ``safe_mode=True``)."""
+        import deepspark.models.preprocessing  # noqa: F401  registers the custom layers
+        from deepspark._backend import import_keras
+
+        keras = import_keras()
+        directory = Path(directory)
+        document = json.loads((directory / METADATA_FILE).read_text())
+        keras_model = keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
+        schema = FeatureSchema.from_dict(document.pop("schema"))
+        return cls(keras_model, schema, document)
+
+
+def load_model(model_uri: str) -> DeepsparkModel:
+    """Load a deepspark model from an MLflow URI (``models:/...``, ``runs:/...``) or a local path.
+
+    Args:
+        model_uri: Anything ``mlflow.artifacts.download_artifacts`` resolves, or a folder.
+
+    Returns:
+        The model; ``.predict(frame)`` scores raw rows.
+
+    Raises:
+        ModelNotFoundError: When the URI resolves to nothing, or to something that is not a
+            deepspark model.
+    """
+    local = Path(model_uri)
+    if local.exists():
+        return DeepsparkModel.from_directory(_find_model_dir(local, model_uri))
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise ModelNotFoundError(
+            f"Model not found ({first_line}); check the URI (models:/<id>, runs:/<run_id>/model "
+            f"or a local folder) and --tracking-uri. Received: model={model_uri!r}"
+        ) from error
+    return DeepsparkModel.from_directory(_find_model_dir(downloaded, model_uri))
+
+
+def _find_model_dir(root: Path, model_uri: str) -> Path:
+    for candidate in (root, root / "artifacts" / "deepspark"):
+        if (candidate / METADATA_FILE).exists():
+            return candidate
+    found = sorted(root.rglob(METADATA_FILE))
+    if found:
+        return found[0].parent
+    raise ModelNotFoundError(
+        f"Not a deepspark model: no {METADATA_FILE} under it; give a model "
+        f"logged by deepspark. Received: model={model_uri!r}"
+    )

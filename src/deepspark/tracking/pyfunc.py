@@ -1,0 +1,83 @@
+"""The MLflow pyfunc flavor of a deepspark model: raw columns in, typed prediction columns out."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+from deepspark.models.inference import probability_column
+from deepspark.tracking.model import DeepsparkModel
+
+ARTIFACT_KEY = "deepspark"
+
+
+class DeepsparkPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the Keras model once per process; ``predict`` takes raw columns by name.
+
+    The ``pd.DataFrame`` hint tells MLflow not to infer a schema from type hints: the logged
+    column signature and deepspark's own column checks do the validation.
+    """
+
+    def load_context(self, context):
+        self.model = DeepsparkModel.from_directory(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        return self.model.predict(model_input)
+
+
+def model_signature(model: DeepsparkModel):
+    """Column signature: one ColSpec per raw feature in, prediction column(s) out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = [
+        ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=True)
+        for spec in model.schema.features
+    ]
+    outputs = [ColSpec(_label_type(model.schema.class_labels), "prediction")]
+    outputs += [ColSpec("double", probability_column(label)) for label in model.schema.class_labels]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def _label_type(labels) -> str:
+    if not labels or all(isinstance(label, float) for label in labels):
+        return "double"
+    if all(isinstance(label, bool) for label in labels):
+        return "boolean"
+    if all(isinstance(label, int) for label in labels):
+        return "long"
+    return "string"
+
+
+def log_pyfunc_model(model: DeepsparkModel, input_example: pd.DataFrame, *, name: str = "model"):
+    """Log ``model`` to the active MLflow run as a pyfunc model.
+
+    Returns:
+        MLflow's ``ModelInfo`` (``model_uri`` loads it anywhere).
+    """
+    from deepspark.tracking.model import library_versions
+
+    versions = library_versions()
+    requirements = [
+        f"keras=={versions['keras']}",
+        f"torch=={versions['torch'].split('+')[0]}",
+        "pandas",
+        "pyarrow",
+        "scikit-learn",
+        f"mlflow=={versions['mlflow']}",
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = model.save(Path(scratch) / ARTIFACT_KEY)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(Path(__file__).with_name("_pyfunc_entry.py")),
+            artifacts={ARTIFACT_KEY: str(model_dir)},
+            signature=model_signature(model),
+            input_example=input_example,
+            pip_requirements=requirements,
+        )

@@ -1,0 +1,105 @@
+"""The one MLflow run context deepspark uses: the status is always right when it exits."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+from deepspark.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+def use_tracking_uri(tracking_uri: str | None) -> None:
+    """Point MLflow at ``tracking_uri``; ``None`` keeps MLflow's own default and environment."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+
+
+@contextlib.contextmanager
+def tracked_run(
+    *,
+    experiment: str,
+    run_name: str | None = None,
+    run_id: str | None = None,
+    tracking_uri: str | None = None,
+) -> Iterator:
+    """Start (or reopen, with ``run_id``) an MLflow run and end it with the right status.
+
+    FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on any other exception, which is
+    re-raised.
+
+    Yields:
+        The active ``mlflow.ActiveRun``.
+    """
+    import mlflow
+
+    use_tracking_uri(tracking_uri)
+    nested = mlflow.active_run() is not None
+    if run_id is None:
+        experiment_id = _experiment_id(experiment)
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested)
+    else:
+        active = mlflow.start_run(run_id=run_id, nested=nested)
+    status = "FAILED"
+    try:
+        with _sigterm_as_interrupt():
+            yield active
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status=status)
+        logger.debug("MLflow run %s ended %s", active.info.run_id, status)
+
+
+def _experiment_id(name: str) -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        return mlflow.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        raise UserInputError(
+            f"MLflow experiment '{name}' is deleted; restore it or choose another "
+            f"name with --experiment. Received: experiment={name!r}"
+        )
+    return experiment.experiment_id
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C so a terminated run ends KILLED (main thread only)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def get_run(run_id: str, tracking_uri: str | None = None):
+    """Fetch a run, or raise ``UserInputError`` when it does not exist."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    use_tracking_uri(tracking_uri)
+    try:
+        return mlflow.MlflowClient().get_run(run_id)
+    except MlflowException as error:
+        raise UserInputError(
+            f"MLflow run not found in {mlflow.get_tracking_uri()}; check the run id and "
+            f"--tracking-uri. Received: run_id={run_id!r}"
+        ) from error

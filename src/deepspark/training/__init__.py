@@ -1,0 +1,1 @@
+"""Training: the fit wrapper, its callbacks, checkpoints and evaluation."""

@@ -1,0 +1,169 @@
+"""Callbacks deepspark puts on every ``fit``: NaN guard, resumable early stopping and learning-rate
+reduction, per-epoch checkpoints, MLflow metric logging, and progress lines."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from deepspark._backend import import_keras
+from deepspark.training.checkpoint import CheckpointStore
+
+keras = import_keras()
+logger = logging.getLogger("deepspark.training")
+
+
+def mlflow_metric_names(logs: dict[str, Any]) -> dict[str, float]:
+    """Keras logs -> ``train_*`` / ``val_*`` names with float values."""
+    named = {}
+    for key, value in logs.items():
+        if key == "learning_rate":
+            continue
+        name = key if key.startswith("val_") else f"train_{key}"
+        named[name] = float(value)
+    return named
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failed_at: tuple[int, int] | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failed_at = (self.epoch, batch)
+            self.model.stop_training = True
+
+
+class _ResumableState:
+    """Saves and restores the attributes named in ``state_attributes`` across a resume."""
+
+    state_attributes: tuple[str, ...] = ()
+    restored_state: dict[str, Any] | None = None
+
+    def export_state(self) -> dict[str, Any]:
+        return {name: _plain(getattr(self, name)) for name in self.state_attributes}
+
+    def _restore(self) -> None:
+        for name, value in (self.restored_state or {}).items():
+            setattr(self, name, value)
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+class ResumableEarlyStopping(_ResumableState, keras.callbacks.EarlyStopping):
+    """Keras ``EarlyStopping`` whose counters and best weights survive a resume."""
+
+    state_attributes = ("wait", "best", "best_epoch")
+    restored_weights = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._restore()
+        if self.restored_weights is not None:
+            self.best_weights = self.restored_weights
+
+
+class ResumableReduceLROnPlateau(_ResumableState, keras.callbacks.ReduceLROnPlateau):
+    """Keras ``ReduceLROnPlateau`` whose counters survive a resume (the rate lives in the
+    optimizer, which the checkpoint keeps)."""
+
+    state_attributes = ("wait", "best", "cooldown_counter")
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._restore()
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each completed epoch: model + optimizer, callback state and history to disk.
+
+    Must come after the callbacks whose state it saves in the callback list.
+    """
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        nan_guard: NanGuard,
+        stateful: dict[str, Any],
+        history: list[dict[str, float]],
+    ):
+        super().__init__()
+        self.store = store
+        self.nan_guard = nan_guard
+        self.stateful = stateful
+        self.history = history
+        self._saved_best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard.failed_at is not None:
+            return
+        self.history.append({"epoch": epoch, **mlflow_metric_names(logs or {})})
+        early_stopping = self.stateful["early_stopping"]
+        best_weights = None
+        if early_stopping.best_epoch != self._saved_best_epoch and early_stopping.best_weights:
+            best_weights = early_stopping.best_weights
+            self._saved_best_epoch = early_stopping.best_epoch
+        state = {
+            "callbacks": {
+                name: callback.export_state() for name, callback in self.stateful.items()
+            },
+            "history": self.history,
+        }
+        self.store.save_epoch(self.model, epoch, state, best_weights=best_weights)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs ``train_*`` and ``val_*`` metrics and the learning rate at step = epoch."""
+
+    def __init__(self, nan_guard: NanGuard):
+        super().__init__()
+        self.nan_guard = nan_guard
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard.failed_at is not None:
+            return
+        import mlflow
+
+        metrics = mlflow_metric_names(logs or {})
+        metrics["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        mlflow.log_metrics(metrics, step=epoch)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One log line per epoch (the CLI shows them on stderr)."""
+
+    def __init__(self, total_epochs: int):
+        super().__init__()
+        self.total_epochs = total_epochs
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = " ".join(
+            f"{key}={value:.4g}" for key, value in (logs or {}).items() if key != "learning_rate"
+        )
+        logger.info(
+            "epoch %d/%d %s (%.2fs)",
+            epoch + 1,
+            self.total_epochs,
+            shown,
+            time.perf_counter() - self._started,
+        )

@@ -1,0 +1,33 @@
+"""Optimizer names -> Keras optimizers."""
+
+from __future__ import annotations
+
+from deepspark._backend import import_keras
+
+# The usual starting learning rate of each optimizer, used when --lr is not given.
+DEFAULT_LEARNING_RATES = {
+    "sgd": 0.01,
+    "momentum": 0.01,
+    "nesterov": 0.01,
+    "adam": 1e-3,
+    "adamw": 1e-3,
+    "rmsprop": 1e-3,
+    "adagrad": 0.01,
+}
+
+
+def make_optimizer(name: str, learning_rate: float | None = None):
+    """Build the Keras optimizer for a name in ``deepspark.config.OPTIMIZERS``."""
+    keras = import_keras()
+    rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else float(learning_rate)
+    optimizers = keras.optimizers
+    factories = {
+        "sgd": lambda: optimizers.SGD(rate),
+        "momentum": lambda: optimizers.SGD(rate, momentum=0.9),
+        "nesterov": lambda: optimizers.SGD(rate, momentum=0.9, nesterov=True),
+        "adam": lambda: optimizers.Adam(rate),
+        "adamw": lambda: optimizers.AdamW(rate),
+        "rmsprop": lambda: optimizers.RMSprop(rate),
+        "adagrad": lambda: optimizers.Adagrad(rate),
+    }
+    return factories[name]()

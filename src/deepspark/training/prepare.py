@@ -1,0 +1,120 @@
+"""From a data source to encoded train / validation / test arrays (no Keras, no MLflow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepspark.config import TrainConfig
+from deepspark.data.encoding import NUMERIC_INPUT, encode_features, encode_target
+from deepspark.data.readers import BUILTIN_DATASETS, read_table
+from deepspark.data.schema import FeatureSchema, infer_schema, learn_vocabularies
+from deepspark.data.splits import DataSplit, split_frame
+from deepspark.errors import UserInputError
+
+logger = logging.getLogger("deepspark.training")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    """Everything training needs from the data, derived from the training split only."""
+
+    config: TrainConfig
+    schema: FeatureSchema
+    split: DataSplit
+    inputs: dict[str, dict[str, np.ndarray]]  # split name -> model inputs
+    targets: dict[str, np.ndarray]  # split name -> encoded target
+    target_center: float
+    target_scale: float
+    fingerprint: str
+
+    @property
+    def numeric_train(self) -> np.ndarray | None:
+        return self.inputs["train"].get(NUMERIC_INPUT)
+
+
+def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
+    """Fill in a built-in dataset's target, or ask for ``--target`` listing the columns."""
+    if config.target:
+        return config
+    default = BUILTIN_DATASETS.get(config.data)
+    if default is None or Path(config.data).exists():
+        columns = ", ".join(map(str, frame.columns))
+        raise UserInputError(
+            f"No target given; pass --target with one of: {columns}. Received: target=None"
+        )
+    return dataclasses.replace(config, target=default)
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Read, infer the schema, split (stratified for classification) and encode.
+
+    Raises:
+        DataError / UserInputError: For every problem with the data or the target.
+    """
+    frame = read_table(config.data)
+    config = resolve_target(config, frame)
+    schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
+    _check_loss(config, schema.task)
+    stratify = frame[config.target] if schema.task != "regression" else None
+    split = split_frame(
+        frame,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        stratify=stratify,
+    )
+    schema = learn_vocabularies(schema, split.train)
+    parts = {"train": split.train, "val": split.val, "test": split.test}
+    inputs = {name: encode_features(part, schema) for name, part in parts.items()}
+    targets = {
+        name: _shape_target(encode_target(part[config.target], schema), schema.task)
+        for name, part in parts.items()
+    }
+    center, scale = 0.0, 1.0
+    if schema.task == "regression":
+        center = float(targets["train"].mean())
+        scale = float(targets["train"].std()) or 1.0
+    logger.info(
+        "%s task, %d features; rows: %s",
+        schema.task,
+        len(schema.features),
+        " / ".join(f"{count} {name}" for name, count in split.sizes().items()),
+    )
+    return PreparedData(
+        config=config,
+        schema=schema,
+        split=split,
+        inputs=inputs,
+        targets=targets,
+        target_center=center,
+        target_scale=scale,
+        fingerprint=_fingerprint(frame),
+    )
+
+
+def _shape_target(encoded: np.ndarray, task: str) -> np.ndarray:
+    if task == "binary":
+        return encoded.reshape(-1, 1).astype(np.float32)
+    return encoded
+
+
+def _check_loss(config: TrainConfig, task: str) -> None:
+    if config.loss is None:
+        return
+    regression_loss = config.loss != "crossentropy"
+    if regression_loss != (task == "regression"):
+        valid = "mse, mae, huber" if task == "regression" else "crossentropy"
+        raise UserInputError(
+            f"Invalid --loss for a {task} task; valid losses are {valid}. "
+            f"Received: loss={config.loss!r}"
+        )
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64))}"

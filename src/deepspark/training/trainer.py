@@ -1,0 +1,238 @@
+"""``train``: one call from a data source to a tracked, evaluated, logged deepspark model."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from deepspark.config import TrainConfig, make_config
+from deepspark.errors import TrainingDivergedError, UserInputError
+from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
+from deepspark.training.prepare import PreparedData, prepare_data
+
+logger = logging.getLogger("deepspark.training")
+CHECKPOINT_TAG = "deepspark.checkpoint_dir"
+MODEL_URI_TAG = "deepspark.model_uri"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        run_id: The MLflow run.
+        model_uri: Loads the model with ``deepspark.load_model`` or ``mlflow.pyfunc.load_model``.
+        metrics: ``val_*`` (model as restored, whole validation split) and ``test_*`` (scored once).
+        epochs_completed: Epochs trained in total (resumed runs count earlier epochs too).
+        best_epoch: 1-based epoch whose weights the model keeps.
+    """
+
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    epochs_completed: int
+    best_epoch: int
+    stopped_early: bool
+    task: str
+    rows: dict[str, int]
+    experiment: str
+    tracking_uri: str
+    seconds: float
+    resumed_from_epoch: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def train(
+    data: str | None = None,
+    target: str | None = None,
+    *,
+    config: TrainConfig | None = None,
+    config_file: str | Path | None = None,
+    resume: str | None = None,
+    **settings: Any,
+) -> TrainResult:
+    """Train a Keras MLP on a table, track it in MLflow and log the model.
+
+    Args:
+        data: CSV / Parquet / JSON-lines path or built-in dataset name (``diabetes``).
+        target: Column to predict (optional for built-in datasets).
+        config: A complete ``TrainConfig`` instead of ``data``, ``target`` and settings.
+        config_file: TOML file with settings; explicit arguments win over it.
+        resume: Run id of a killed or failed run to continue from its last completed epoch.
+        **settings: Any ``TrainConfig`` field (``hidden=(64, 32)``, ``lr=1e-3``, ``epochs=50``...),
+            validated like the CLI options.
+
+    Returns:
+        A ``TrainResult`` with ``run_id``, ``model_uri`` and ``metrics``.
+
+    Raises:
+        UserInputError: Bad data or settings (message names the problem and the fix).
+        TrainingDivergedError: The loss became NaN; the run is marked FAILED.
+
+    Example:
+        >>> result = deepspark.train("houses.csv", "median_house_value", hidden=(64, 32))
+        >>> result.metrics["test_rmse"]
+    """
+    if resume:
+        return _resume(resume, tracking_uri=settings.get("tracking_uri"))
+    if config is None:
+        config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
+    prepared = prepare_data(config)
+    return _run(prepared, resume_run=None)
+
+
+def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
+    from deepspark.tracking.run import get_run
+
+    run = get_run(run_id, tracking_uri)
+    if run.info.status == "FINISHED":
+        raise UserInputError(
+            f"Run {run_id} already FINISHED; there is nothing to resume. "
+            f"Received: resume={run_id!r}"
+        )
+    directory = run.data.tags.get(CHECKPOINT_TAG)
+    if not directory or not Path(directory, "run.json").exists():
+        raise UserInputError(
+            f"Run {run_id} has no local checkpoint to resume from (looked in "
+            f"{directory}); start a new run. Received: resume={run_id!r}"
+        )
+    store = CheckpointStore(directory)
+    info = store.read_run_info()
+    stored = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in info["config"].items()
+    }
+    if tracking_uri:
+        stored["tracking_uri"] = tracking_uri
+    prepared = prepare_data(TrainConfig(**stored))
+    if prepared.fingerprint != info["fingerprint"]:
+        raise UserInputError(
+            f"The data changed since run {run_id} started ({stored['data']}); "
+            f"resume needs the same data. Received: resume={run_id!r}"
+        )
+    return _run(prepared, resume_run=(run_id, store))
+
+
+def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
+    import mlflow
+
+    from deepspark.tracking.run import tracked_run
+
+    config = prepared.config
+    started = time.perf_counter()
+    run_id = resume_run[0] if resume_run else None
+    with tracked_run(
+        experiment=config.experiment,
+        run_name=config.run_name,
+        run_id=run_id,
+        tracking_uri=config.tracking_uri,
+    ) as active:
+        run_id = active.info.run_id
+        if resume_run:
+            store = resume_run[1]
+        else:
+            store = _start_run_records(prepared, run_id)
+        outcome = _fit(prepared, store)
+        result = _finish(prepared, outcome, run_id, started)
+    shutil.rmtree(store.directory, ignore_errors=True)
+    result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
+    return result
+
+
+def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
+    import mlflow
+
+    config = prepared.config
+    root = Path(config.checkpoint_dir) if config.checkpoint_dir else default_checkpoint_root()
+    store = CheckpointStore((root / run_id).resolve())
+    stored_config = config.to_dict()
+    if Path(config.data).exists():
+        stored_config["data"] = str(Path(config.data).resolve())
+    store.write_run_info({"config": stored_config, "fingerprint": prepared.fingerprint})
+    mlflow.log_params(config.to_params())
+    mlflow.log_params(
+        {
+            "task_resolved": prepared.schema.task,
+            "features": len(prepared.schema.features),
+            **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
+        }
+    )
+    mlflow.set_tags({CHECKPOINT_TAG: str(store.directory), "deepspark.task": prepared.schema.task})
+    mlflow.log_dict(prepared.schema.to_dict(), "feature_schema.json")
+    return store
+
+
+def _fit(prepared: PreparedData, store: CheckpointStore):
+    from deepspark.training.fit import fit_model
+
+    outcome = fit_model(prepared, store)
+    if outcome.diverged_at is not None:
+        epoch, batch = outcome.diverged_at
+        rate = prepared.config.lr if prepared.config.lr is not None else "the default"
+        raise TrainingDivergedError(
+            f"Training diverged: the loss became NaN or infinite at epoch {epoch + 1}, batch "
+            f"{batch + 1}; lower --lr (now {rate}) or try --optimizer adam. "
+            f"Received: lr={prepared.config.lr}"
+        )
+    return outcome
+
+
+def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> TrainResult:
+    import mlflow
+
+    from deepspark.models.inference import predict_arrays
+    from deepspark.tracking.model import DeepsparkModel
+    from deepspark.tracking.plots import loss_curve_figure
+    from deepspark.tracking.pyfunc import log_pyfunc_model
+    from deepspark.training.evaluation import evaluate_predictions
+
+    schema, model = prepared.schema, outcome.model
+    metrics: dict[str, float] = {}
+    splits = ("val", "test") if len(prepared.split.test) else ("val",)
+    for name in splits:
+        output = predict_arrays(model, prepared.inputs[name])
+        scores = evaluate_predictions(schema.task, prepared.targets[name], output)
+        metrics.update({f"{name}_{key}": value for key, value in scores.items()})
+    mlflow.log_metrics(metrics, step=outcome.epochs_completed)
+    if outcome.history:
+        figure = loss_curve_figure(outcome.history)
+        mlflow.log_figure(figure, "loss_curve.png")
+        import matplotlib.pyplot
+
+        matplotlib.pyplot.close(figure)
+    deepspark_model = DeepsparkModel(
+        model,
+        schema,
+        {
+            "run_id": run_id,
+            "target_center": prepared.target_center,
+            "target_scale": prepared.target_scale,
+            "metrics": metrics,
+        },
+    )
+    example = prepared.split.train[schema.feature_names].head(5)
+    model_info = log_pyfunc_model(deepspark_model, example)
+    mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
+    mlflow.log_metrics(
+        {"epochs_completed": outcome.epochs_completed, "best_epoch": outcome.best_epoch + 1}
+    )
+    return TrainResult(
+        run_id=run_id,
+        model_uri=model_info.model_uri,
+        metrics=metrics,
+        epochs_completed=outcome.epochs_completed,
+        best_epoch=outcome.best_epoch + 1,
+        stopped_early=outcome.stopped_early,
+        task=schema.task,
+        rows=prepared.split.sizes(),
+        experiment=prepared.config.experiment,
+        tracking_uri="",
+        seconds=round(time.perf_counter() - started, 3),
+        resumed_from_epoch=outcome.resumed_from_epoch,
+    )

@@ -1,0 +1,107 @@
+"""Shared fixtures: a per-test MLflow sqlite store (copied from a migrated template), a per-test
+working folder, and small seeded tables written to files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Settings that keep a training run to a second or two.
+FAST = {"hidden": (16,), "epochs": 8, "batch_size": 32, "patience": 3}
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow sqlite store; copying it skips the migrations per test."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    database = folder / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}").search_experiments()
+    return database
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, mlflow_template) -> Path:
+    """A fresh working folder with its own MLflow store and checkpoint folder."""
+    import mlflow
+
+    database = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, database)
+    uri = f"sqlite:///{database}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DEEPSPARK_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    mlflow.set_tracking_uri(uri)
+    yield tmp_path
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def make_table(rows: int = 400, seed: int = 0, task: str = "regression") -> pd.DataFrame:
+    """Numeric, skewed, categorical and missing values; a learnable target."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(size=rows)
+    x2 = rng.uniform(-2, 2, size=rows)
+    count = rng.lognormal(mean=3, sigma=1, size=rows)
+    color = rng.choice(["red", "green", "blue"], size=rows)
+    signal = 2.0 * x1 - 1.5 * x2 + np.log(count) * 0.5 + np.where(color == "red", 1.5, 0.0)
+    frame = pd.DataFrame({"x1": x1, "x2": x2, "count": count, "color": color})
+    frame.loc[rng.choice(rows, size=rows // 20, replace=False), "x2"] = np.nan
+    frame.loc[rng.choice(rows, size=rows // 25, replace=False), "color"] = None
+    if task == "regression":
+        frame["y"] = 10.0 * signal + 100 + rng.normal(scale=1.0, size=rows)
+    elif task == "binary":
+        frame["y"] = np.where(
+            signal + rng.normal(scale=0.3, size=rows) > np.median(signal), "yes", "no"
+        )
+    else:
+        frame["y"] = np.digitize(signal, np.quantile(signal, [0.33, 0.66]))
+        frame["y"] = frame["y"].map({0: "low", 1: "mid", 2: "high"})
+    return frame
+
+
+@pytest.fixture
+def regression_csv(workdir) -> Path:
+    path = workdir / "table.csv"
+    make_table().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def binary_csv(workdir) -> Path:
+    path = workdir / "binary.csv"
+    make_table(task="binary").to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def multiclass_csv(workdir) -> Path:
+    path = workdir / "multiclass.csv"
+    make_table(rows=600, task="multiclass").to_csv(path, index=False)
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the real ``deepspark`` command in a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "deepspark", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )

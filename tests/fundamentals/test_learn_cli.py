@@ -1,0 +1,39 @@
+"""``deepspark learn TOPIC --output DIR [--json]`` in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepspark.cli.main import main
+
+
+def test_learn_prints_one_json_object(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "losses", "--output", str(tmp_path), "--json"])
+    assert exit.value.code == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["topic"] == "losses"
+    assert document["outlier_share_of_squared_loss"] > document["outlier_share_of_absolute_loss"]
+    assert all(plot.endswith(".png") for plot in document["plots"])
+
+
+def test_learn_prints_a_summary_without_json(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "losses", "--output", str(tmp_path)])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert "outlier_share_of_squared_loss" in out
+    assert "losses_curves.png" in out
+
+
+def test_learn_unknown_topic_exits_2_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "gradients", "--output", str(tmp_path), "--json"])
+    assert exit.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1
+    assert "Unknown lesson topic" in lines[0] and "approximation" in lines[0]

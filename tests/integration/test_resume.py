@@ -75,7 +75,7 @@ def test_interrupted_run_ends_killed(workdir, signal_number):
     process = start_training(workdir, epochs=200)
     run_id, _ = wait_for_epoch(workdir, process, 0)
     process.send_signal(signal_number)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=180)
     assert process.returncode == 130, stderr
     assert "deepspark: error: interrupted" in stderr and "Traceback" not in stderr
     assert mlflow.get_run(run_id).info.status == "KILLED"

@@ -146,7 +146,9 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One log line per epoch (the CLI shows them on stderr)."""
+    """One short log line per epoch: loss and the headline metric (the CLI shows it on stderr)."""
+
+    shown_keys = ("loss", "val_loss", "rmse", "val_rmse", "accuracy", "val_accuracy")
 
     def __init__(self, total_epochs: int):
         super().__init__()
@@ -157,13 +159,7 @@ class EpochProgress(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        shown = " ".join(
-            f"{key}={value:.4g}" for key, value in (logs or {}).items() if key != "learning_rate"
-        )
-        logger.info(
-            "epoch %d/%d %s (%.2fs)",
-            epoch + 1,
-            self.total_epochs,
-            shown,
-            time.perf_counter() - self._started,
-        )
+        logs = logs or {}
+        shown = " ".join(f"{key}={logs[key]:.4g}" for key in self.shown_keys if key in logs)
+        logger.info("epoch %d/%d %s (%.2fs)", epoch + 1, self.total_epochs, shown,
+                    time.perf_counter() - self._started)

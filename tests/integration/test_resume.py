@@ -15,12 +15,12 @@ from tests.conftest import make_table, run_cli
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 10
+EPOCHS = 8
 
 
 def start_training(workdir, epochs=EPOCHS):
     data = workdir / "big.csv"
-    make_table(rows=3000).to_csv(data, index=False)
+    make_table(rows=2000).to_csv(data, index=False)
     args = ["train", "--data", str(data), "--target", "y", "--hidden", "64,64", "--epochs",
             str(epochs), "--batch-size", "8", "--patience", "100", "--no-reduce-lr", "--json"]
     return subprocess.Popen([sys.executable, "-m", "deepspark", *args], cwd=workdir,

@@ -29,8 +29,15 @@ def prepared_data(path: str, batch_size: int, epochs: int, hidden: tuple[int, ..
     from deepspark.config import TrainConfig
     from deepspark.training.prepare import prepare_data
 
-    config = TrainConfig(data=path, target="median_house_value", batch_size=batch_size,
-                         epochs=epochs, hidden=hidden, patience=10_000, reduce_lr=True)
+    config = TrainConfig(
+        data=path,
+        target="median_house_value",
+        batch_size=batch_size,
+        epochs=epochs,
+        hidden=hidden,
+        patience=10_000,
+        reduce_lr=True,
+    )
     return prepare_data(config)
 
 
@@ -67,8 +74,10 @@ def torch_module(prepared, hidden):
             values = torch.where(self.log_mask, torch.log1p(values.clamp_min(0)), values)
             standardized = torch.where(missing, 0.0, (values - self.mean) / self.scale)
             parts = [standardized, missing[:, self.missing].float()]
-            parts += [nn.functional.one_hot(categorical[:, i].long(), n).float()
-                      for i, n in enumerate(levels)]
+            parts += [
+                nn.functional.one_hot(categorical[:, i].long(), n).float()
+                for i, n in enumerate(levels)
+            ]
             return self.net(torch.cat(parts, dim=1))
 
     return TorchMLP()
@@ -89,10 +98,11 @@ def time_raw_torch(prepared, hidden, batch_size, epochs) -> float:
     for _ in range(epochs):
         order = torch.randperm(rows)
         for start in range(0, rows, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(model(numeric[index], categorical[index]),
-                                                standardized[index])
+            loss = torch.nn.functional.mse_loss(
+                model(numeric[index], categorical[index]), standardized[index]
+            )
             loss.backward()
             optimizer.step()
     return rows * epochs / (time.perf_counter() - started)
@@ -104,8 +114,14 @@ def time_keras_fit(prepared, batch_size, epochs) -> float:
     model = build_compiled_model(prepared)
     rows = len(prepared.targets["train"])
     started = time.perf_counter()
-    model.fit(prepared.inputs["train"], prepared.targets["train"], epochs=epochs,
-              batch_size=batch_size, shuffle=True, verbose=0)
+    model.fit(
+        prepared.inputs["train"],
+        prepared.targets["train"],
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+    )
     return rows * epochs / (time.perf_counter() - started)
 
 

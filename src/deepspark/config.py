@@ -67,11 +67,11 @@ class TrainConfig:
     lr: float | None = None
     loss: str | None = None
     epochs: int = 300
-    batch_size: int = 128
+    batch_size: int = 64
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     seed: int = 42
-    patience: int = 20
+    patience: int = 30
     reduce_lr: bool = True
     categorical_encoding: str = "auto"
     experiment: str = "deepspark"

@@ -26,8 +26,9 @@ def main() -> None:
 
     OUTPUT.mkdir(exist_ok=True)
     log.info("1/3 training on the bundled 'diabetes' table (70/15/15 split)")
-    result = deepspark.train("diabetes", hidden=(64, 32), dropout=0.1, batch_size=32,
-                             run_name="demo-diabetes")
+    result = deepspark.train(
+        "diabetes", hidden=(64, 32), dropout=0.1, batch_size=32, run_name="demo-diabetes"
+    )
     log.info("2/3 scoring a file with the logged model")
     to_score = OUTPUT / "diabetes_to_score.csv"
     read_table("diabetes").drop(columns="disease_progression").to_csv(to_score, index=False)

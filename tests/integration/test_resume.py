@@ -21,11 +21,31 @@ EPOCHS = 8
 def start_training(workdir, epochs=EPOCHS):
     data = workdir / "big.csv"
     make_table(rows=2000).to_csv(data, index=False)
-    args = ["train", "--data", str(data), "--target", "y", "--hidden", "64,64", "--epochs",
-            str(epochs), "--batch-size", "8", "--patience", "100", "--no-reduce-lr", "--json"]
-    return subprocess.Popen([sys.executable, "-m", "deepspark", *args], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ.copy())
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--target",
+        "y",
+        "--hidden",
+        "64,64",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "8",
+        "--patience",
+        "100",
+        "--no-reduce-lr",
+        "--json",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepspark", *args],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
 def wait_for_epoch(workdir, process, epoch, timeout=240):

@@ -161,5 +161,10 @@ class EpochProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         shown = " ".join(f"{key}={logs[key]:.4g}" for key in self.shown_keys if key in logs)
-        logger.info("epoch %d/%d %s (%.2fs)", epoch + 1, self.total_epochs, shown,
-                    time.perf_counter() - self._started)
+        logger.info(
+            "epoch %d/%d %s (%.2fs)",
+            epoch + 1,
+            self.total_epochs,
+            shown,
+            time.perf_counter() - self._started,
+        )

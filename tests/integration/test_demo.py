@@ -1,0 +1,31 @@
+"""``make demo`` runs offline: trains, scores a file, and prints where everything is."""
+
+import os
+import re
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(workdir):
+    done = subprocess.run(
+        [sys.executable, "-m", "deepspark.demo"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert done.returncode == 0, done.stderr
+    run_id = re.search(r"run id\s+([0-9a-f]{32})", done.stdout).group(1)
+    model_uri = re.search(r"model uri\s+(\S+)", done.stdout).group(1)
+    assert re.search(r"test metrics\s+RMSE \d+\.\d+", done.stdout)
+    assert "mlflow ui --backend-store-uri" in done.stdout
+    assert mlflow.get_run(run_id).info.status == "FINISHED"
+    scored = pd.read_csv(workdir / "demo-output" / "diabetes_scored.csv")
+    assert len(scored) == 442 and scored["prediction"].notna().all()
+    assert model_uri.startswith("models:/")

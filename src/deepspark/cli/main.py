@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; maps errors to exit codes."""
     from deepspark.errors import MissingDependencyError, UserInputError
 
+    # A shell starts background jobs with SIGINT ignored; deepspark always turns SIGINT into
+    # KeyboardInterrupt so an interrupted run ends KILLED.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli.main(args=argv, prog_name="deepspark", standalone_mode=False)
     except click.exceptions.Exit as done:

@@ -147,7 +147,7 @@ def time_deepspark_fit(prepared, epochs) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)  # deepspark default
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--hidden", default="256,128,64")
     parser.add_argument("--repeats", type=int, default=2)

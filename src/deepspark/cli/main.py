@@ -66,7 +66,7 @@ def train(config_file, resume, as_json, **options) -> None:
     from deepspark.training.trainer import train as train_model
 
     settings = {name: value for name, value in options.items() if value is not None}
-    with stdout_to_stderr() as stdout:
+    with stdout_to_stderr():
         if resume:
             result = train_model(resume=resume, tracking_uri=settings.get("tracking_uri"))
         else:
@@ -82,7 +82,6 @@ def train(config_file, resume, as_json, **options) -> None:
     click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
     for name, value in result.metrics.items():
         click.echo(f"{name:<18}{format_metric(value)}")
-    del stdout
 
 
 @cli.command()

@@ -38,11 +38,11 @@ def configure_logging(*, quiet: bool) -> None:
 
 
 @contextlib.contextmanager
-def stdout_to_stderr() -> Iterator[Any]:
-    """While a command runs, anything printed goes to stderr; yields the real stdout."""
-    real_stdout = sys.stdout
+def stdout_to_stderr() -> Iterator[None]:
+    """While a command runs, anything libraries print goes to stderr, keeping stdout for the
+    result (``--json`` promises exactly one object there)."""
     with contextlib.redirect_stdout(sys.stderr):
-        yield real_stdout
+        yield
 
 
 def _json_ready(value: Any) -> Any:

@@ -47,14 +47,15 @@ def tracked_run(
         active = mlflow.start_run(run_id=run_id, nested=nested)
     status = "FAILED"
     try:
-        with _sigterm_as_interrupt():
+        with _signals_as_interrupt():
             yield active
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        mlflow.end_run(status=status)
+        with deferred_interrupts():
+            mlflow.end_run(status=status)
         logger.debug("MLflow run %s ended %s", active.info.run_id, status)
 
 
@@ -72,22 +73,47 @@ def _experiment_id(name: str) -> str:
     return experiment.experiment_id
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Treat SIGTERM like Ctrl-C so a terminated run ends KILLED (main thread only)."""
+# Signals that arrive while an MLflow write or a checkpoint is in progress wait until it is done:
+# a KeyboardInterrupt inside a sqlite transaction would leave the store locked, and the run
+# could then not be marked KILLED.
+_interrupts = {"depth": 0, "pending": None}
 
-    def interrupt(signum, frame):
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until the block ends, then raise ``KeyboardInterrupt``."""
+    _interrupts["depth"] += 1
+    try:
+        yield
+    finally:
+        _interrupts["depth"] -= 1
+    if _interrupts["depth"] == 0 and _interrupts["pending"] is not None:
+        signum, _interrupts["pending"] = _interrupts["pending"], None
         raise KeyboardInterrupt(f"signal {signum}")
 
+
+def _interrupt(signum, frame):
+    if _interrupts["depth"]:
+        _interrupts["pending"] = signum
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _signals_as_interrupt():
+    """Ctrl-C and SIGTERM end the run KILLED, never in the middle of a write (main thread)."""
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {
+            number: signal.signal(number, _interrupt) for number in (signal.SIGINT, signal.SIGTERM)
+        }
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def get_run(run_id: str, tracking_uri: str | None = None):

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from deepspark._backend import import_keras
+from deepspark.tracking.run import deferred_interrupts
 from deepspark.training.checkpoint import CheckpointStore
 
 keras = import_keras()
@@ -123,7 +124,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             },
             "history": self.history,
         }
-        self.store.save_epoch(self.model, epoch, state, best_weights=best_weights)
+        with deferred_interrupts():
+            self.store.save_epoch(self.model, epoch, state, best_weights=best_weights)
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
@@ -142,7 +144,8 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        mlflow.log_metrics(metrics, step=epoch)
+        with deferred_interrupts():
+            mlflow.log_metrics(metrics, step=epoch)
 
 
 class EpochProgress(keras.callbacks.Callback):

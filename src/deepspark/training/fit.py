@@ -8,6 +8,7 @@ import logging
 from deepspark._backend import import_keras
 from deepspark.models.mlp import build_mlp
 from deepspark.models.preprocessing import StandardizedLoss, fit_numeric_stats
+from deepspark.tracking.run import deferred_interrupts
 from deepspark.training import callbacks as ds_callbacks
 from deepspark.training.checkpoint import CheckpointStore
 from deepspark.training.optimizers import make_optimizer
@@ -82,7 +83,8 @@ def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
         model = store.load_model(state)
         start_epoch, history = state["epoch"] + 1, list(state["history"])
         keras.utils.set_random_seed(config.seed + start_epoch)
-        _relog_missing_epochs(history)
+        with deferred_interrupts():
+            _relog_missing_epochs(history)
         logger.info("Resuming after epoch %d", start_epoch)
     callbacks, nan_guard, early_stopping = _callbacks(config, store, state, history)
     model.fit(

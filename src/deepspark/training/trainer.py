@@ -122,7 +122,7 @@ def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
 def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
     import mlflow
 
-    from deepspark.tracking.run import tracked_run
+    from deepspark.tracking.run import deferred_interrupts, tracked_run
 
     config = prepared.config
     started = time.perf_counter()
@@ -137,9 +137,11 @@ def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
         if resume_run:
             store = resume_run[1]
         else:
-            store = _start_run_records(prepared, run_id)
+            with deferred_interrupts():
+                store = _start_run_records(prepared, run_id)
         outcome = _fit(prepared, store)
-        result = _finish(prepared, outcome, run_id, started)
+        with deferred_interrupts():
+            result = _finish(prepared, outcome, run_id, started)
     shutil.rmtree(store.directory, ignore_errors=True)
     result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
     return result

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -18,7 +19,13 @@ pytestmark = pytest.mark.slow
 EPOCHS = 8
 
 
-def start_training(workdir, epochs=EPOCHS):
+def _hostile_signal_start():
+    """Start the child as a background job or a job runner may: SIGINT ignored and blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+def start_training(workdir, epochs=EPOCHS, preexec_fn=None):
     data = workdir / "big.csv"
     make_table(rows=2000).to_csv(data, index=False)
     args = [
@@ -45,6 +52,7 @@ def start_training(workdir, epochs=EPOCHS):
         stderr=subprocess.PIPE,
         text=True,
         env=os.environ.copy(),
+        preexec_fn=preexec_fn,
     )
 
 
@@ -91,12 +99,17 @@ def test_sigkill_then_resume_loses_no_epoch(workdir):
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_run_ends_killed(workdir, signal_number):
-    process = start_training(workdir, epochs=200)
+@pytest.mark.parametrize("hostile", [False, True], ids=["plain", "inherited-ignored-blocked"])
+def test_interrupted_run_ends_killed(workdir, signal_number, hostile):
+    process = start_training(
+        workdir, epochs=200, preexec_fn=_hostile_signal_start if hostile else None
+    )
     run_id, _ = wait_for_epoch(workdir, process, 0)
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    signal_masks = [line for line in status.splitlines() if line.startswith("Sig")]
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=180)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, (signal_masks, stderr[-2000:])
     assert "deepspark: error: interrupted" in stderr and "Traceback" not in stderr
     assert mlflow.get_run(run_id).info.status == "KILLED"
 

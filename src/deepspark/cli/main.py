@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; maps errors to exit codes."""
     from deepspark.errors import MissingDependencyError, UserInputError
 
-    # A shell starts background jobs with SIGINT ignored; deepspark always turns SIGINT into
-    # KeyboardInterrupt so an interrupted run ends KILLED.
+    # A shell starts background jobs with SIGINT ignored, and some job runners start processes
+    # with it blocked; deepspark always turns SIGINT into KeyboardInterrupt so an interrupted run
+    # ends KILLED.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli.main(args=argv, prog_name="deepspark", standalone_mode=False)

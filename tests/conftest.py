@@ -105,3 +105,14 @@ def run_cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.Completed
         timeout=timeout,
         env=os.environ.copy(),
     )
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (``local[2]``) shared by the whole test session."""
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from deepspark.spark.session import get_session
+
+    session = get_session("local[2]", config={"spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()

@@ -2,21 +2,47 @@
 Spark ML ``KerasEstimator`` / ``KerasTransformer``.
 
 PySpark is optional (``pip install 'deepspark[spark]'``); it is imported when first used.
+
+Example::
+
+    from deepspark.spark import get_session, predict, register_model
+    spark = get_session()
+    scored = predict(spark.read.parquet("houses"), "models:/m-123")
+    register_model(spark, "price_model", "models:/m-123")
+    spark.sql("SELECT *, price_model(struct(*)) AS price FROM houses")
 """
 
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["get_session", "read_source"]
+__all__ = [
+    "KerasEstimator",
+    "KerasTransformer",
+    "get_session",
+    "predict",
+    "read_source",
+    "register_model",
+    "score_to_parquet",
+    "spark_model",
+]
 
 _LAZY = {
     "get_session": "deepspark.spark.session",
     "read_source": "deepspark.spark.session",
+    "predict": "deepspark.spark.scoring",
+    "register_model": "deepspark.spark.scoring",
+    "spark_model": "deepspark.spark.scoring",
+    "score_to_parquet": "deepspark.spark.jobs",
+    "KerasEstimator": "deepspark.spark.ml",
+    "KerasTransformer": "deepspark.spark.ml",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY:
+        from deepspark._optional import require
+
+        require("pyspark", feature="Spark")
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'deepspark.spark' has no attribute {name!r}")

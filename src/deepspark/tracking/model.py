@@ -117,9 +117,18 @@ def load_model(model_uri: str) -> DeepsparkModel:
         ModelNotFoundError: When the URI resolves to nothing, or to something that is not a
             deepspark model.
     """
+    return DeepsparkModel.from_directory(resolve_model_dir(model_uri))
+
+
+def resolve_model_dir(model_uri: str) -> Path:
+    """The local folder holding ``model.keras`` and ``deepspark.json`` (downloaded if remote).
+
+    Raises:
+        ModelNotFoundError: When the URI resolves to nothing, or not to a deepspark model.
+    """
     local = Path(model_uri)
     if local.exists():
-        return DeepsparkModel.from_directory(_find_model_dir(local, model_uri))
+        return _find_model_dir(local, model_uri)
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -131,7 +140,7 @@ def load_model(model_uri: str) -> DeepsparkModel:
             f"Model not found ({first_line}); check the URI (models:/<id>, runs:/<run_id>/model "
             f"or a local folder) and --tracking-uri. Received: model={model_uri!r}"
         ) from error
-    return DeepsparkModel.from_directory(_find_model_dir(downloaded, model_uri))
+    return _find_model_dir(downloaded, model_uri)
 
 
 def _find_model_dir(root: Path, model_uri: str) -> Path:

@@ -1,0 +1,125 @@
+"""Scoring Spark DataFrames with a deepspark model: DataFrame API, SQL functions, Parquet jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from deepspark.errors import UserInputError
+from deepspark.spark.columns import feature_struct, quote
+from deepspark.spark.udf import make_scoring_udf, ship_model
+from deepspark.tracking.model import DeepsparkModel, resolve_model_dir
+
+logger = logging.getLogger(__name__)
+
+ARROW_BATCH_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+
+@dataclasses.dataclass(frozen=True)
+class SparkModel:
+    """A model resolved on the driver and shipped to the executors.
+
+    Attributes:
+        model: The model, loaded on the driver (its schema drives column binding and types).
+        shipped_name: The name executors load it under (``SparkFiles``).
+        udf: The pandas UDF taking ``struct(<features>)``.
+    """
+
+    model: DeepsparkModel
+    shipped_name: str
+    udf: object
+
+
+def spark_model(spark, model_uri: str) -> SparkModel:
+    """Resolve ``model_uri`` on the driver (fails fast when it does not exist) and ship it.
+
+    Raises:
+        ModelNotFoundError: The URI resolves to nothing or not to a deepspark model.
+    """
+    model_dir = resolve_model_dir(model_uri)
+    model = DeepsparkModel.from_directory(model_dir)
+    shipped_name = ship_model(spark, model_dir)
+    return SparkModel(model, shipped_name, make_scoring_udf(shipped_name, model.schema))
+
+
+def predict(
+    frame,
+    model_uri: str,
+    *,
+    prediction_col: str = "prediction",
+    probability_col: str = "probability",
+    batch_rows: int | None = None,
+):
+    """Add prediction column(s) to a Spark DataFrame (lazy: nothing runs until an action).
+
+    Args:
+        frame: A Spark DataFrame holding the model's feature columns (any order; extra columns
+            pass through; nulls are imputed by the model).
+        model_uri: A deepspark model URI (``models:/...``, ``runs:/...``) or folder.
+        prediction_col: Name of the prediction column (``double`` for regression, the label
+            type for classification).
+        probability_col: Name of the per-class probability struct (classification only).
+        batch_rows: Rows per Arrow batch sent to Python (sets the session's
+            ``spark.sql.execution.arrow.maxRecordsPerBatch``).
+
+    Returns:
+        ``frame`` with the prediction column(s) appended (same-named columns are replaced).
+
+    Raises:
+        UserInputError: Missing columns or uncastable types (named), before any job starts.
+        ModelNotFoundError: The model URI does not resolve.
+
+    Example:
+        >>> scored = deepspark.spark.predict(spark.read.parquet("houses"), "models:/m-1")
+    """
+    spark = frame.sparkSession
+    set_arrow_batch_rows(spark, batch_rows)
+    resolved = spark_model(spark, model_uri)
+    features = feature_struct(frame, resolved.model.schema)
+    outputs = [prediction_col]
+    if resolved.model.task != "regression":
+        outputs.append(probability_col)
+    kept = [quote(name) for name in frame.columns if name not in outputs]
+    scored = resolved.udf(features)
+    if resolved.model.task == "regression":
+        return frame.select(*kept, scored.alias(prediction_col))
+    from pyspark.sql import functions as F
+
+    result = "__deepspark_result"
+    return frame.select(*kept, scored.alias(result)).select(
+        *kept,
+        F.col(f"{result}.prediction").alias(prediction_col),
+        F.col(f"{result}.probability").alias(probability_col),
+    )
+
+
+def register_model(spark, name: str, model_uri: str):
+    """Register a model as a SQL function taking ``struct(...)`` of its feature columns.
+
+    Example:
+        >>> register_model(spark, "price_model", "models:/m-1")
+        >>> spark.sql("SELECT *, price_model(struct(*)) AS prediction FROM houses")
+
+    Returns:
+        The registered UDF.
+
+    Raises:
+        UserInputError: ``name`` is not a valid SQL function name.
+        ModelNotFoundError: The model URI does not resolve.
+    """
+    if not name.replace("_", "a").isalnum() or name[0].isdigit():
+        raise UserInputError(
+            f"SQL function name must be letters, digits and underscores, not starting with a "
+            f"digit. Received: name={name!r}"
+        )
+    resolved = spark_model(spark, model_uri)
+    return spark.udf.register(name, resolved.udf)
+
+
+def set_arrow_batch_rows(spark, batch_rows: int | None) -> None:
+    """Set the Arrow batch size (rows per pandas batch) for this session's pandas UDFs."""
+    if batch_rows is None:
+        return
+    if batch_rows < 1:
+        raise UserInputError(f"--batch-rows must be at least 1. Received: batch_rows={batch_rows}")
+    spark.conf.set(ARROW_BATCH_CONF, str(batch_rows))

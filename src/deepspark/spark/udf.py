@@ -1,0 +1,140 @@
+"""The scoring UDF: an iterator-of-pandas UDF that loads the model once per Python worker.
+
+The driver resolves the model URI (so a bad URI fails before any job), copies the model folder
+under a content-addressed name and ships it with ``SparkContext.addFile``; each Python worker
+loads it on its first batch and keeps it for every later batch and task (Spark reuses Python
+workers). The UDF takes one struct column of the model's features, bound by name, and returns a
+typed column: ``double`` for regression; ``struct<prediction, probability: struct<label: double>>``
+for classification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepspark.data.schema import FeatureSchema
+from deepspark.tracking.model import KERAS_FILE, METADATA_FILE, DeepsparkModel
+
+logger = logging.getLogger(__name__)
+
+_SHIP_PREFIX = "deepspark-model-"
+# Per Python worker process: shipped model name -> loaded model, and how often each was loaded.
+_WORKER_MODELS: dict[str, DeepsparkModel] = {}
+_WORKER_LOADS: dict[str, int] = {}
+# Per driver: (Spark application id, shipped name) pairs already added with addFile.
+_SHIPPED: set[tuple[str, str]] = set()
+
+
+def ship_model(spark, model_dir: str | Path) -> str:
+    """Make a model folder available to every executor; return its shipped name.
+
+    The name is derived from the model's bytes, so the same model ships once per application
+    and two models never collide.
+    """
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    for file_name in (KERAS_FILE, METADATA_FILE):
+        digest.update((model_dir / file_name).read_bytes())
+    name = _SHIP_PREFIX + digest.hexdigest()[:20]
+    staged = Path(tempfile.gettempdir()) / "deepspark-spark-models" / name
+    if not staged.exists():
+        partial = staged.with_name(f".{name}-{uuid.uuid4().hex[:8]}")
+        partial.mkdir(parents=True)
+        for file_name in (KERAS_FILE, METADATA_FILE):
+            shutil.copy2(model_dir / file_name, partial / file_name)
+        try:
+            partial.rename(staged)
+        except OSError:  # another process staged the same model first
+            shutil.rmtree(partial, ignore_errors=True)
+    context = spark.sparkContext
+    key = (context.applicationId, name)
+    if key not in _SHIPPED:
+        context.addFile(str(staged), recursive=True)
+        _SHIPPED.add(key)
+    return name
+
+
+def worker_model(shipped_name: str) -> DeepsparkModel:
+    """The model in this Python worker, loaded on first use and then reused."""
+    model = _WORKER_MODELS.get(shipped_name)
+    if model is None:
+        from pyspark import SparkFiles
+
+        model = DeepsparkModel.from_directory(SparkFiles.get(shipped_name))
+        _WORKER_MODELS[shipped_name] = model
+        _WORKER_LOADS[shipped_name] = _WORKER_LOADS.get(shipped_name, 0) + 1
+        logger.info("loaded %s in Python worker %d", shipped_name, os.getpid())
+    return model
+
+
+def worker_loads() -> dict[str, int]:
+    """How many times each shipped model was loaded in this process (for checks and tests)."""
+    return dict(_WORKER_LOADS)
+
+
+def output_type(schema: FeatureSchema):
+    """The Spark type of the UDF's result for a model with ``schema``."""
+    from pyspark.sql import types as T
+
+    if schema.task == "regression":
+        return T.DoubleType()
+    probability = T.StructType(
+        [T.StructField(str(label), T.DoubleType()) for label in schema.class_labels]
+    )
+    return T.StructType(
+        [
+            T.StructField("prediction", _label_type(schema.class_labels)),
+            T.StructField("probability", probability),
+        ]
+    )
+
+
+def _label_type(labels):
+    from pyspark.sql import types as T
+
+    if all(isinstance(label, bool) for label in labels):
+        return T.BooleanType()
+    if all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
+        return T.LongType()
+    if all(isinstance(label, int | float) for label in labels):
+        return T.DoubleType()
+    return T.StringType()
+
+
+def make_scoring_udf(shipped_name: str, schema: FeatureSchema):
+    """The pandas UDF scoring one struct column of raw features with the shipped model."""
+    from pyspark.sql.functions import pandas_udf
+
+    labels = [str(label) for label in schema.class_labels]
+
+    def score_regression(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+        model = worker_model(shipped_name)
+        for batch in batches:
+            yield pd.Series(model.predict_output(batch).reshape(-1).astype(np.float64))
+
+    def score_classification(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = worker_model(shipped_name)
+        for batch in batches:
+            yield _classification_frame(model, model.predict_output(batch), labels)
+
+    scorer = score_regression if schema.task == "regression" else score_classification
+    return pandas_udf(scorer, returnType=output_type(schema))
+
+
+def _classification_frame(model: DeepsparkModel, output: np.ndarray, labels: list[str]):
+    from deepspark.models.inference import class_probabilities, format_predictions
+
+    predictions = format_predictions(output, model.schema)["prediction"]
+    probabilities = class_probabilities(output, model.schema.task)
+    records = pd.DataFrame(probabilities, columns=labels).to_dict("records")
+    return pd.DataFrame({"prediction": predictions.to_numpy(), "probability": records})

@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "explain",
     "list_runs",
     "load_model",
     "predict",
@@ -32,6 +33,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from deepspark.config import TrainConfig
+    from deepspark.explain.api import explain
     from deepspark.tracking.model import load_model
     from deepspark.tracking.predict import predict
     from deepspark.tracking.runs import list_runs
@@ -44,6 +46,7 @@ _LAZY = {
     "load_model": "deepspark.tracking.model",
     "predict": "deepspark.tracking.predict",
     "list_runs": "deepspark.tracking.runs",
+    "explain": "deepspark.explain",
 }
 
 

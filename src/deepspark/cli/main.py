@@ -9,6 +9,7 @@ import traceback
 
 import click
 
+from deepspark.cli.explain import explain as explain_command
 from deepspark.cli.output import (
     configure_logging,
     emit_json,
@@ -172,6 +173,9 @@ def learn(topic, output_dir, as_json) -> None:
         click.echo(f"  {name:<42}{shown}")
     for plot in document["plots"]:
         click.echo(f"plot: {plot}")
+
+
+cli.add_command(explain_command)
 
 
 def main(argv: list[str] | None = None) -> None:

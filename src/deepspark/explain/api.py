@@ -1,0 +1,215 @@
+"""``explain``: one call from a model URI and a table to attributions, plots and an MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from deepspark.errors import UserInputError
+from deepspark.explain.base import Explanation, explainer_class
+
+logger = logging.getLogger("deepspark.explain")
+
+DEFAULT_ROWS = 100
+DEFAULT_BACKGROUND = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainResult:
+    """What ``explain`` produced.
+
+    Attributes:
+        explanation: The attributions (``.table()`` gives the output table).
+        summary: Method, rows, seconds per row, ``max_additivity_error`` (``None`` for LIME),
+            background source, output paths and the MLflow run id: what ``--json`` prints.
+    """
+
+    explanation: Explanation
+    summary: dict[str, Any]
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return self.summary.get("outputs", {})
+
+
+def explain(
+    model_uri: str,
+    data: str | Path | pd.DataFrame,
+    *,
+    method: str = "gradient",
+    rows: int = DEFAULT_ROWS,
+    background: int = DEFAULT_BACKGROUND,
+    seed: int = 0,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    spark: bool = False,
+    master: str | None = None,
+    options: dict[str, Any] | None = None,
+    log_to_mlflow: bool = True,
+    tracking_uri: str | None = None,
+) -> ExplainResult:
+    """Explain a deepspark model's predictions for the first ``rows`` rows of a table.
+
+    Args:
+        model_uri: A deepspark model URI (``models:/...``, ``runs:/.../model``) or folder.
+        data: A file path, built-in dataset name, Spark table name (with ``spark``) or DataFrame.
+        method: ``gradient`` (integrated gradients, additive), ``kernel`` or ``permutation``
+            (SHAP), or ``lime``.
+        rows: How many rows to explain, from the top; all of them when the data has fewer.
+        background: Background rows, sampled (seeded) from the model's training split when it
+            can be re-derived, else from ``data``.
+        seed: Seeds the background sample and every per-row random choice.
+        output: Folder for tables, plots and ``index.html`` (must be empty unless ``overwrite``).
+        overwrite: Replace an existing, non-empty ``output`` folder.
+        spark: Explain on Spark, in parallel over partitions (same results for the same seed).
+        master: Spark master URL for a new session (default ``local[*]``).
+        options: Method settings (``tolerance``, ``nsamples``, ``max_evals``, ``num_samples``).
+        log_to_mlflow: Log the summary and the output folder as a child run of the model's run.
+        tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs and the new run.
+
+    Returns:
+        An ``ExplainResult``.
+
+    Raises:
+        UserInputError: Unknown method, bad counts, missing columns (named), a background
+            larger than the training split, an existing output folder.
+        ModelNotFoundError: The model URI does not resolve.
+
+    Example:
+        >>> result = deepspark.explain(model_uri, "houses.csv", method="gradient", output="why")
+        >>> result.summary["max_additivity_error"]
+    """
+    from deepspark.explain.report import check_output_dir, write_report
+    from deepspark.tracking.model import load_model
+    from deepspark.tracking.run import use_tracking_uri
+
+    explainer_class(method)
+    _check_count("rows", rows)
+    _check_count("background", background)
+    if output is not None:
+        check_output_dir(output, overwrite=overwrite)
+    use_tracking_uri(tracking_uri)
+    model = load_model(model_uri)
+    run = _explain_spark if spark else _explain_local
+    explanation, facts = run(
+        model, data, method=method, rows=rows, background=background, seed=seed,
+        options=options, master=master,
+    )  # fmt: skip
+    summary = _summary(model_uri, method, explanation, facts, seed=seed, spark=spark)
+    if output is not None:
+        summary["outputs"] = write_report(explanation, output, summary=summary, overwrite=overwrite)
+    if log_to_mlflow:
+        summary["mlflow_run_id"] = log_explanation(model, model_uri, summary, output)
+    return ExplainResult(explanation=explanation, summary=summary)
+
+
+def _check_count(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserInputError(f"--{name} must be a positive integer. Received: {name}={value!r}")
+
+
+def limit_rows(total: int, rows: int) -> int:
+    """Rows to explain; logs when the data has fewer rows than asked for."""
+    if rows > total:
+        logger.info("--rows %d is more than the data's %d rows: explaining all", rows, total)
+        return total
+    return rows
+
+
+def _explain_local(model, data, *, method, rows, background, seed, options, master):
+    from deepspark.data.readers import read_table
+    from deepspark.data.schema import require_columns
+    from deepspark.explain.background import sample_background
+
+    frame = data if isinstance(data, pd.DataFrame) else read_table(data)
+    require_columns(frame, model.schema)
+    chosen = frame.head(limit_rows(len(frame), rows))
+    sample = sample_background(model, frame, size=background, seed=seed)
+    explainer = explainer_class(method)(model, sample.rows, seed=seed, options=options)
+    started = time.perf_counter()
+    explanation = explainer.explain(chosen)
+    seconds = time.perf_counter() - started
+    facts = {"data_rows": len(frame), "background_source": sample.source, "seconds": seconds}
+    return explanation, {**facts, "background": len(sample.rows)}
+
+
+def _explain_spark(model, data, *, method, rows, background, seed, options, master):
+    from deepspark.explain.spark import explain_on_spark
+
+    return explain_on_spark(
+        model, data, method=method, rows=rows, background=background, seed=seed,
+        options=options, master=master,
+    )  # fmt: skip
+
+
+def _summary(model_uri, method, explanation: Explanation, facts, *, seed, spark) -> dict:
+    count = len(explanation)
+    return {
+        "method": method,
+        "model_uri": model_uri,
+        "rows": count,
+        "data_rows": facts["data_rows"],
+        "background": facts["background"],
+        "background_source": facts["background_source"],
+        "seed": seed,
+        "spark": spark,
+        "seconds": round(facts["seconds"], 4),
+        "seconds_per_row": facts["seconds"] / count if count else None,
+        "rows_per_second": count / facts["seconds"] if facts["seconds"] > 0 else None,
+        "max_additivity_error": explanation.max_additivity_error,
+        "additivity_error_definition": (
+            "max over rows of |sum(attributions) - (prediction - baseline)| / standard "
+            "deviation of the explained output over the background rows"
+        ),
+        "explained_output": _explained_output(explanation),
+    }
+
+
+def _explained_output(explanation: Explanation) -> str:
+    if explanation.explained_class is None:
+        return "prediction (target units)"
+    return "probability of explained_class (binary: the second label; multiclass: predicted)"
+
+
+def log_explanation(model, model_uri: str, summary: dict, output) -> str:
+    """Log the summary (and the output folder) as a new MLflow run, a child of the model's run.
+
+    A new run rather than artifacts in the training run: the training run stays as it finished,
+    and each explanation (method, rows, seed) is its own record under it.
+
+    Returns:
+        The new run's id.
+    """
+    import mlflow
+
+    from deepspark.tracking.run import get_run, tracked_run
+
+    parent = model.metadata.get("run_id")
+    experiment = "deepspark"
+    try:
+        parent_run = get_run(parent) if parent else None
+    except UserInputError:
+        parent_run = None
+    if parent_run is not None:
+        experiment = mlflow.get_experiment(parent_run.info.experiment_id).name
+    with tracked_run(experiment=experiment, run_name=f"explain-{summary['method']}") as active:
+        tags = {"deepspark.explain.method": summary["method"], "deepspark.model_uri": model_uri}
+        if parent_run is not None:
+            tags.update({"mlflow.parentRunId": parent, "deepspark.model_run_id": parent})
+        mlflow.set_tags(tags)
+        keys = ("method", "rows", "background", "seed", "spark", "background_source")
+        mlflow.log_params({key: summary[key] for key in keys})
+        metrics = {"seconds_per_row": summary["seconds_per_row"]}
+        if summary["max_additivity_error"] is not None:
+            metrics["max_additivity_error"] = summary["max_additivity_error"]
+        mlflow.log_metrics({key: value for key, value in metrics.items() if value is not None})
+        if output is not None:
+            mlflow.log_artifacts(str(output), "explanation")
+        else:
+            mlflow.log_dict(summary, "explanation/summary.json")
+        return active.info.run_id

@@ -1,0 +1,115 @@
+"""A deepspark model seen as a function of a raw-feature matrix, for model-agnostic explainers.
+
+The matrix has one float column per raw feature, in schema order: numeric columns hold their
+values (NaN = missing), categorical columns hold the model's integer codes (0 missing, 1 unseen,
+2.. vocabulary). Codes and levels map one to one, so perturbing a code is perturbing the raw
+column, and attributions land on raw columns without decoding strings on every model call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from deepspark.data.encoding import (
+    CATEGORICAL_INPUT,
+    FIRST_LEVEL_CODE,
+    NUMERIC_INPUT,
+    encode_features,
+)
+from deepspark.data.schema import CATEGORICAL
+from deepspark.models.inference import class_probabilities, predict_arrays
+
+MISSING_LEVEL = "(missing)"
+UNSEEN_LEVEL = "(unseen)"
+_TINY_SPREAD = 1e-12
+
+
+class TabularView:
+    """Raw-feature matrices in, explained outputs out.
+
+    Args:
+        model: A loaded ``DeepsparkModel``.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.schema = model.schema
+        self.names = self.schema.feature_names
+        kinds = [spec.kind for spec in self.schema.features]
+        self.categorical_positions = [i for i, kind in enumerate(kinds) if kind == CATEGORICAL]
+        self.numeric_positions = [i for i, kind in enumerate(kinds) if kind != CATEGORICAL]
+
+    def to_matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw rows -> (rows, features) float64 matrix (validates columns, like scoring)."""
+        inputs = encode_features(frame, self.schema)
+        matrix = np.empty((len(frame), len(self.names)), dtype=np.float64)
+        if NUMERIC_INPUT in inputs:
+            matrix[:, self.numeric_positions] = inputs[NUMERIC_INPUT]
+        if CATEGORICAL_INPUT in inputs:
+            matrix[:, self.categorical_positions] = inputs[CATEGORICAL_INPUT]
+        return matrix
+
+    def model_inputs(self, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        """Matrix -> the Keras model's input arrays."""
+        matrix = np.asarray(matrix, dtype=np.float64)
+        inputs = {}
+        if self.numeric_positions:
+            inputs[NUMERIC_INPUT] = matrix[:, self.numeric_positions].astype(np.float32)
+        if self.categorical_positions:
+            codes = np.nan_to_num(matrix[:, self.categorical_positions], nan=0.0)
+            inputs[CATEGORICAL_INPUT] = np.rint(codes).astype(np.int32)
+        return inputs
+
+    def outputs(self, matrix: np.ndarray) -> np.ndarray:
+        """(rows, outputs): the prediction (regression) or one probability per class."""
+        raw = predict_arrays(self.model.keras_model, self.model_inputs(matrix))
+        if self.schema.task == "regression":
+            return raw.reshape(-1, 1).astype(np.float64)
+        return class_probabilities(raw, self.schema.task)
+
+    def explained_columns(self, outputs: np.ndarray) -> np.ndarray:
+        """Which output each row explains.
+
+        Regression: the prediction. Binary: the probability of the second (positive) label, so
+        signs read the same way on every row. Multiclass: the probability of the predicted class.
+        """
+        if self.schema.task == "regression":
+            return np.zeros(len(outputs), dtype=np.int64)
+        if self.schema.task == "binary":
+            return np.ones(len(outputs), dtype=np.int64)
+        return np.argmax(outputs, axis=1).astype(np.int64)
+
+    def class_labels(self, columns: np.ndarray) -> list | None:
+        """Labels of the explained classes (``None`` for regression)."""
+        if self.schema.task == "regression":
+            return None
+        return [self.schema.class_labels[int(column)] for column in columns]
+
+    def spread(self, background_outputs: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Per row: the standard deviation of its explained output over the background."""
+        per_output = background_outputs.std(axis=0)
+        per_output = np.where(per_output > _TINY_SPREAD, per_output, 1.0)
+        return per_output[columns]
+
+    def level_names(self) -> dict[int, list[str]]:
+        """For each categorical position: the level name of every code."""
+        return {
+            position: [MISSING_LEVEL, UNSEEN_LEVEL, *self.schema.features[position].vocabulary]
+            for position in self.categorical_positions
+        }
+
+    def decode(self, matrix: np.ndarray) -> pd.DataFrame:
+        """Matrix -> raw-looking rows (codes back to levels), for tables and plots."""
+        frame = pd.DataFrame(matrix, columns=self.names)
+        for position, levels in self.level_names().items():
+            codes = np.rint(np.nan_to_num(matrix[:, position])).astype(int)
+            known = (codes >= FIRST_LEVEL_CODE) & (codes < len(levels))
+            values = [levels[code] if ok else None for code, ok in zip(codes, known, strict=True)]
+            frame[self.names[position]] = pd.Series(values, dtype=object)
+        return frame
+
+
+def feature_frame(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The model's columns of ``frame``, positions reset (extra columns dropped)."""
+    return frame[names].reset_index(drop=True)

@@ -87,30 +87,64 @@ def train(config_file, resume, as_json, **options) -> None:
 
 @cli.command()
 @click.option("--model", "model_uri", required=True, help="Model URI (models:/..., runs:/...).")
-@click.option("--data", required=True, help="CSV / Parquet / JSON-lines path to score.")
-@click.option("--output", required=True, help="Output file (.csv, .parquet, .jsonl).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--data", required=True, help="CSV / Parquet / JSON-lines path (or table, --spark).")
+@click.option(
+    "--output", required=True, help="Output file (.csv, .parquet, .jsonl); --spark: folder."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs.")
+@click.option("--spark", "use_spark", is_flag=True, help="Score with Spark; write Parquet.")
+@click.option("--master", help="Spark master URL (default: DEEPSPARK_SPARK_MASTER or local[*]).")
+@click.option("--batch-rows", type=int, help="Rows per Arrow batch sent to the model (--spark).")
+@click.option("--sql", help="With --spark: a query over view --view using function --function.")
+@click.option(
+    "--function", "function_name", help="SQL function name of the model (default: model)."
+)
+@click.option("--view", help="SQL view name of --data (default: data).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def predict(model_uri, data, output, overwrite, tracking_uri, as_json) -> None:
-    """Score a file: output = input columns + prediction column(s)."""
-    from deepspark.tracking.predict import predict as predict_table
+def predict(model_uri, data, output, overwrite, tracking_uri, use_spark, as_json, **spark_options):
+    """Score a table: output = input columns + prediction column(s).
+
+    With --spark the job runs on Spark and writes a Parquet folder; --sql runs a query instead,
+    e.g. --sql "SELECT *, model(struct(*)) AS price FROM data".
+    """
     from deepspark.tracking.run import use_tracking_uri
 
+    spark_options = {name: value for name, value in spark_options.items() if value is not None}
+    given = set(spark_options)
+    if given and not use_spark:
+        raise click.UsageError(f"--{sorted(given)[0].replace('_', '-')} needs --spark.")
     with stdout_to_stderr():
         use_tracking_uri(tracking_uri)
-        scored = predict_table(model_uri, data, output=output, overwrite=overwrite)
-    document = {
+        if use_spark:
+            document = _predict_spark(model_uri, data, output, overwrite, spark_options)
+        else:
+            document = _predict_pandas(model_uri, data, output, overwrite)
+    if as_json:
+        emit_json(document, sys.stdout)
+    else:
+        click.echo(f"scored {document['rows']} rows -> {output}")
+
+
+def _predict_pandas(model_uri, data, output, overwrite) -> dict:
+    from deepspark.tracking.predict import predict as predict_table
+
+    scored = predict_table(model_uri, data, output=output, overwrite=overwrite)
+    columns = list(map(str, scored.columns))
+    return {
         "model_uri": model_uri,
         "data": data,
         "output": output,
         "rows": len(scored),
-        "columns": list(map(str, scored.columns)),
+        "columns": columns,
     }
-    if as_json:
-        emit_json(document, sys.stdout)
-    else:
-        click.echo(f"scored {len(scored)} rows -> {output}")
+
+
+def _predict_spark(model_uri, data, output, overwrite, spark_options) -> dict:
+    from deepspark.spark.jobs import score_to_parquet
+
+    result = score_to_parquet(data, model_uri, output=output, overwrite=overwrite, **spark_options)
+    return {"model_uri": model_uri, "data": data, "engine": "spark", **result.to_dict()}
 
 
 @cli.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from deepspark._optional import require
@@ -58,6 +59,10 @@ def get_session(
     """
     require("pyspark", feature="Spark")
     from pyspark.sql import SparkSession
+
+    # PySpark 4 warns on every pandas conversion under pandas 3; deepspark's Spark paths are
+    # tested with pandas 3, so the warning is noise for users.
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
 
     active = SparkSession.getActiveSession()
     if active is not None:

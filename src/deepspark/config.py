@@ -17,6 +17,8 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagra
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 CLASSIFICATION_LOSSES = ("crossentropy",)
 CATEGORICAL_ENCODINGS = ("auto", "one_hot", "embedding")
+DISTRIBUTED_LAUNCHERS = ("local", "spark", "horovod")
+DISTRIBUTED_BACKENDS = ("torch", "horovod")
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -53,6 +55,15 @@ class TrainConfig:
         run_name: MLflow run name.
         tracking_uri: MLflow tracking URI; ``None`` keeps MLflow's default.
         checkpoint_dir: Where per-epoch checkpoints go; ``None`` uses ``./.deepspark/checkpoints``.
+        workers: Data-parallel workers; above 1 (or with ``launcher``) training is distributed
+            and ``batch_size`` is per worker.
+        launcher: ``local``, ``spark`` or ``horovod``; ``None`` is ``local`` when ``workers > 1``.
+        backend: ``torch`` (torch.distributed) or ``horovod``; ``None`` follows the launcher.
+        max_restarts: Times a distributed job starts again from the last checkpoint after a
+            worker dies.
+        scale_lr: Multiply the learning rate by ``workers`` (the global batch is that much larger).
+        warmup_epochs: Epochs over which the rate rises from its single-worker value to the scaled
+            one (0: none).
     """
 
     data: str
@@ -78,6 +89,12 @@ class TrainConfig:
     run_name: str | None = None
     tracking_uri: str | None = None
     checkpoint_dir: str | None = None
+    workers: int = 1
+    launcher: str | None = None
+    backend: str | None = None
+    max_restarts: int = 2
+    scale_lr: bool = True
+    warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -97,6 +114,16 @@ class TrainConfig:
             name: list(value) if isinstance(value, tuple) else value
             for name, value in dataclasses.asdict(self).items()
         }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of ``to_dict`` (lists back to tuples)."""
+        return cls(
+            **{
+                key: tuple(value) if isinstance(value, list) else value
+                for key, value in document.items()
+            }
+        )
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -128,9 +155,10 @@ def validate_config(config: TrainConfig) -> None:
         raise _invalid("dropout", "must be in [0, 1)", config.dropout)
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
         raise _invalid("lr", "must be a positive number such as 0.001", config.lr)
-    for name in ("epochs", "batch_size", "patience"):
+    for name in ("epochs", "batch_size", "patience", "workers"):
         if int(getattr(config, name)) <= 0:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
+    _validate_distributed(config)
     _check_fraction("val_fraction", config.val_fraction, allow_zero=False)
     _check_fraction("test_fraction", config.test_fraction, allow_zero=True)
     if config.val_fraction + config.test_fraction >= 0.95:
@@ -139,6 +167,31 @@ def validate_config(config: TrainConfig) -> None:
             "validation and test fractions leave less than 5% of rows for training; "
             "lower --val-fraction or --test-fraction",
             config.val_fraction + config.test_fraction,
+        )
+
+
+def _validate_distributed(config: TrainConfig) -> None:
+    if config.launcher is not None:
+        _check_choice("launcher", config.launcher, DISTRIBUTED_LAUNCHERS)
+    if config.backend is not None:
+        _check_choice("backend", config.backend, DISTRIBUTED_BACKENDS)
+    for name in ("max_restarts", "warmup_epochs"):
+        if int(getattr(config, name)) < 0:
+            raise _invalid(name, "must be 0 or a positive integer", getattr(config, name))
+    check_launcher_backend(config.launcher or "local", config.backend)
+
+
+def check_launcher_backend(launcher: str, backend: str | None) -> None:
+    """Raise ``UserInputError`` for a launcher and backend that cannot work together."""
+    _check_choice("launcher", launcher, DISTRIBUTED_LAUNCHERS)
+    if backend is not None:
+        _check_choice("backend", backend, DISTRIBUTED_BACKENDS)
+    if (launcher, backend) in (("local", "horovod"), ("horovod", "torch")):
+        raise _invalid(
+            "backend",
+            "the horovod backend needs --launcher horovod (horovodrun) or --launcher spark "
+            "(horovod.spark.run), and --launcher horovod needs the horovod backend",
+            backend,
         )
 
 

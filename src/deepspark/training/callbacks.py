@@ -129,11 +129,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs ``train_*`` and ``val_*`` metrics and the learning rate at step = epoch."""
+    """Logs ``train_*`` and ``val_*`` metrics and the learning rate at step = epoch, to the
+    active run or to ``run_id`` (a distributed rank 0 logs into the driver's run)."""
 
-    def __init__(self, nan_guard: NanGuard):
+    def __init__(self, nan_guard: NanGuard, run_id: str | None = None):
         super().__init__()
         self.nan_guard = nan_guard
+        self.run_id = run_id
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard.failed_at is not None:
@@ -145,7 +147,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
         with deferred_interrupts():
-            mlflow.log_metrics(metrics, step=epoch)
+            mlflow.log_metrics(metrics, step=epoch, run_id=self.run_id)
 
 
 class EpochProgress(keras.callbacks.Callback):

@@ -27,6 +27,9 @@ class FitOutcome:
     stopped_early: bool
     diverged_at: tuple[int, int] | None
     resumed_from_epoch: int | None
+    world_size: int = 1
+    launcher: str | None = None
+    restarts: int = 0
 
 
 def loss_and_metrics(prepared: PreparedData):
@@ -110,8 +113,12 @@ def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
     )
 
 
-def _callbacks(config, store: CheckpointStore, state, history):
-    nan_guard = ds_callbacks.NanGuard()
+def _callbacks(
+    config, store: CheckpointStore, state, history, *, nan_guard=None, writer=True, run_id=None
+):
+    """deepspark's callbacks; ``writer=False`` (distributed ranks other than 0) leaves out the
+    ones that write checkpoints, MLflow metrics or progress lines."""
+    nan_guard = nan_guard or ds_callbacks.NanGuard()
     early_stopping = ds_callbacks.ResumableEarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
@@ -123,15 +130,15 @@ def _callbacks(config, store: CheckpointStore, state, history):
     if state is not None:
         for name, callback in stateful.items():
             callback.restored_state = state["callbacks"].get(name)
-        early_stopping.restored_weights = store.load_best_weights()
-    checkpoint = ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history)
-    callbacks = [
-        nan_guard,
-        *stateful.values(),
-        checkpoint,
-        ds_callbacks.MlflowEpochLogger(nan_guard),
-        ds_callbacks.EpochProgress(config.epochs),
-    ]
+        if writer:
+            early_stopping.restored_weights = store.load_best_weights()
+    callbacks = [nan_guard, *stateful.values()]
+    if writer:
+        callbacks += [
+            ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history),
+            ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id),
+            ds_callbacks.EpochProgress(config.epochs),
+        ]
     return callbacks, nan_guard, early_stopping
 
 

@@ -29,6 +29,9 @@ class TrainResult:
         metrics: ``val_*`` (model as restored, whole validation split) and ``test_*`` (scored once).
         epochs_completed: Epochs trained in total (resumed runs count earlier epochs too).
         best_epoch: 1-based epoch whose weights the model keeps.
+        world_size: Workers that trained the model (1: not distributed).
+        launcher: How distributed workers were started (``None``: not distributed).
+        restarts: Times a distributed job started again after a worker died.
     """
 
     run_id: str
@@ -43,6 +46,9 @@ class TrainResult:
     tracking_uri: str
     seconds: float
     resumed_from_epoch: int | None = None
+    world_size: int = 1
+    launcher: str | None = None
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -104,13 +110,10 @@ def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
         )
     store = CheckpointStore(directory)
     info = store.read_run_info()
-    stored = {
-        key: tuple(value) if isinstance(value, list) else value
-        for key, value in info["config"].items()
-    }
+    stored = dict(info["config"])
     if tracking_uri:
         stored["tracking_uri"] = tracking_uri
-    prepared = prepare_data(TrainConfig(**stored))
+    prepared = prepare_data(TrainConfig.from_dict(stored))
     if prepared.fingerprint != info["fingerprint"]:
         raise UserInputError(
             f"The data changed since run {run_id} started ({stored['data']}); "
@@ -139,7 +142,7 @@ def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
         else:
             with deferred_interrupts():
                 store = _start_run_records(prepared, run_id)
-        outcome = _fit(prepared, store)
+        outcome = _fit(prepared, store, run_id=run_id)
         with deferred_interrupts():
             result = _finish(prepared, outcome, run_id, started)
     shutil.rmtree(store.directory, ignore_errors=True)
@@ -170,10 +173,16 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     return store
 
 
-def _fit(prepared: PreparedData, store: CheckpointStore):
+def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
     from deepspark.training.fit import fit_model
 
-    outcome = fit_model(prepared, store)
+    config = prepared.config
+    if config.workers > 1 or config.launcher is not None:
+        from deepspark.distributed.training import fit_distributed
+
+        outcome = fit_distributed(prepared, store, run_id=run_id)
+    else:
+        outcome = fit_model(prepared, store)
     if outcome.diverged_at is not None:
         epoch, batch = outcome.diverged_at
         rate = prepared.config.lr if prepared.config.lr is not None else "the default"
@@ -237,4 +246,7 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
         tracking_uri="",
         seconds=round(time.perf_counter() - started, 3),
         resumed_from_epoch=outcome.resumed_from_epoch,
+        world_size=outcome.world_size,
+        launcher=outcome.launcher,
+        restarts=outcome.restarts,
     )

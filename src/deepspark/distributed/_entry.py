@@ -1,0 +1,53 @@
+"""``python -m deepspark.distributed._entry JOB_DIR``: one worker of a process launcher.
+
+Runs the pickled function through ``run_rank``; rank 0 writes the return value to the job
+folder, a worker that raises writes (exception, traceback) there and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from pathlib import Path
+
+
+def main(job_dir: Path) -> int:
+    import cloudpickle
+
+    from deepspark.distributed._processes import ERROR_PREFIX, JOB_FILE, RESULT_FILE
+    from deepspark.distributed.launch import run_rank
+
+    train_fn, args = cloudpickle.loads((job_dir / JOB_FILE).read_bytes())
+    rank = os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "0"))
+    try:
+        result = run_rank(train_fn, args, os.environ.get("DEEPSPARK_BACKEND", "torch"))
+    except Exception as error:  # noqa: BLE001  reported to the launcher, which re-raises it
+        original = error.__cause__ or error
+        _write_atomic(
+            job_dir / f"{ERROR_PREFIX}{rank}.pkl",
+            _dumps_error(cloudpickle, original, traceback.format_exc()),
+        )
+        return 1
+    if int(rank) == 0:
+        _write_atomic(job_dir / RESULT_FILE, cloudpickle.dumps(result))
+    return 0
+
+
+def _dumps_error(cloudpickle, error: BaseException, text: str) -> bytes:
+    try:
+        data = cloudpickle.dumps((error, text))
+        cloudpickle.loads(data)
+        return data
+    except Exception:  # noqa: BLE001  an exception that does not survive pickling: keep its text
+        return cloudpickle.dumps((f"{type(error).__name__}: {error}", text))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1])))

@@ -1,0 +1,162 @@
+"""Launchers that start worker processes on this machine: ``local`` (torchrun-style environment
+rendezvous for torch.distributed) and ``horovod`` (``horovodrun --gloo``).
+
+The job (function and arguments) goes to the workers as a cloudpickle file in a job folder; each
+worker runs ``python -m deepspark.distributed._entry JOB_DIR``; rank 0 writes its return value
+there, and a worker that raises writes its exception there before exiting 1. A worker that exits
+any other way (signal, crash) is lost, and the job may be restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from deepspark.distributed.backends import free_port
+from deepspark.distributed.launch import (
+    LOG_LEVEL_ENV,
+    RESTART_ENV,
+    WorkerFailedError,
+    WorkerLostError,
+)
+
+logger = logging.getLogger("deepspark.distributed")
+
+JOB_FILE = "job.pkl"
+RESULT_FILE = "result.pkl"
+WORKERS_FILE = "workers.txt"
+ERROR_PREFIX = "error-rank-"
+POLL_SECONDS = 0.05
+GRACE_SECONDS = 3.0
+
+
+def launch(train_fn, args, *, workers: int, launcher: str, attempt: int):
+    """Start the workers, wait for them, return rank 0's value (see module docstring)."""
+    import cloudpickle  # comes with MLflow, a core dependency
+
+    job_dir = Path(tempfile.mkdtemp(prefix="deepspark-job-"))
+    try:
+        (job_dir / JOB_FILE).write_bytes(cloudpickle.dumps((train_fn, args)))
+        env = _worker_env(job_dir, attempt, backend="horovod" if launcher == "horovod" else "torch")
+        if launcher == "horovod":
+            processes = [_start_horovodrun(job_dir, workers, env)]
+        else:
+            processes = _start_local(job_dir, workers, env)
+        (job_dir / WORKERS_FILE).write_text("\n".join(str(p.pid) for p in processes))
+        _supervise(processes, job_dir)
+        return cloudpickle.loads((job_dir / RESULT_FILE).read_bytes())
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _worker_env(job_dir: Path, attempt: int, *, backend: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            RESTART_ENV: str(attempt),
+            "DEEPSPARK_BACKEND": backend,
+            LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger("deepspark").getEffectiveLevel()),
+            "KERAS_BACKEND": "torch",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _entry_command(job_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "deepspark.distributed._entry", str(job_dir)]
+
+
+def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subprocess.Popen]:
+    rendezvous = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(workers),
+        "LOCAL_WORLD_SIZE": str(workers),
+    }
+    processes = []
+    for rank in range(workers):
+        rank_env = {**env, **rendezvous, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
+        processes.append(subprocess.Popen(_entry_command(job_dir), env=rank_env, stdout=2))
+    return processes
+
+
+def _start_horovodrun(job_dir: Path, workers: int, env: dict[str, str]) -> subprocess.Popen:
+    horovodrun = Path(sys.executable).with_name("horovodrun")
+    if not horovodrun.exists():
+        horovodrun = Path(shutil.which("horovodrun") or "horovodrun")
+    command = [str(horovodrun), "--gloo", "-np", str(workers), "-H", f"localhost:{workers}"]
+    command += ["--gloo-timeout-seconds", "60", *_entry_command(job_dir)]
+    return subprocess.Popen(command, env=env, stdout=2, start_new_session=True)
+
+
+def _supervise(processes: list[subprocess.Popen], job_dir: Path) -> None:
+    """Wait for every worker; on the first failure stop the rest (they would wait forever in a
+    collective) and raise ``WorkerFailedError`` or ``WorkerLostError``."""
+    try:
+        while True:
+            codes = [process.poll() for process in processes]
+            if all(code == 0 for code in codes):
+                return
+            if any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(POLL_SECONDS)
+        # Give the others a moment to notice and report on their own, then stop them.
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+            time.sleep(POLL_SECONDS)
+        exits = [process.poll() for process in processes]
+    finally:
+        _stop(processes)
+    _raise_failure(exits, job_dir)
+
+
+def _raise_failure(exits: list[int | None], job_dir: Path) -> None:
+    import cloudpickle
+
+    error_files = sorted(job_dir.glob(f"{ERROR_PREFIX}*.pkl"), key=lambda p: p.stat().st_mtime_ns)
+    died = [
+        f"worker {index} exited {code}"
+        for index, code in enumerate(exits)
+        if code is not None and code != 0 and (code < 0 or not error_files)
+    ]
+    if died or not error_files:
+        raise WorkerLostError(", ".join(died) or "a worker was lost")
+    error, remote_traceback = cloudpickle.loads(error_files[0].read_bytes())
+    logger.debug("worker traceback:\n%s", remote_traceback)
+    if isinstance(error, Exception):
+        error.add_note(f"raised in a worker:\n{remote_traceback}")
+        raise error
+    raise WorkerFailedError(str(error))
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            _signal(process, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal(process, signal.SIGKILL)
+            process.wait()
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """horovodrun leads its own process group (its workers are in it); local workers are not."""
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+    except ProcessLookupError:
+        pass

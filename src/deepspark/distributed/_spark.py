@@ -1,0 +1,77 @@
+"""The ``spark`` launcher: ranks run as Spark barrier tasks on whatever master the session uses.
+
+``torch`` backend: ``pyspark.ml.torch.distributor.TorchDistributor`` (each task starts a torchrun
+process, which sets the torch.distributed environment). ``horovod`` backend:
+``horovod.spark.run`` (Horovod's own task service and Gloo rendezvous).
+
+Spark reports a failed barrier stage as text; a failure carrying ``NO_RETRY_MARKER`` is a worker
+that raised (``WorkerFailedError``), anything else (a killed Python worker, a lost executor) is a
+lost worker (``WorkerLostError``), which ``run`` may retry.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from deepspark._optional import require
+from deepspark.distributed.launch import (
+    NO_RETRY_MARKER,
+    WorkerFailedError,
+    WorkerLostError,
+    run_rank,
+)
+
+logger = logging.getLogger("deepspark.distributed")
+_TAIL_CHARACTERS = 2000
+
+
+def launch(train_fn, args, *, workers: int, backend: str, attempt: int):
+    """Run ``train_fn(*args)`` on ``workers`` barrier tasks; return rank 0's value."""
+    require("pyspark", feature="The spark launcher")
+    from deepspark.spark.session import get_session
+
+    session = get_session()
+    logger.info(
+        "launching %d ranks on Spark (%s, %s backend)",
+        workers,
+        session.sparkContext.master,
+        backend,
+    )
+    try:
+        if backend == "horovod":
+            return _horovod_spark(train_fn, args, workers=workers)
+        return _torch_distributor(train_fn, args, workers=workers)
+    except (WorkerFailedError, WorkerLostError):
+        raise
+    except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
+        text = str(error)
+        if NO_RETRY_MARKER in text:
+            raise WorkerFailedError(_tail(text[text.index(NO_RETRY_MARKER) :])) from error
+        raise WorkerLostError(f"a Spark task failed: {_tail(text)}") from error
+
+
+def _torch_distributor(train_fn, args, *, workers: int):
+    import torch
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    distributor = TorchDistributor(
+        num_processes=workers, local_mode=False, use_gpu=torch.cuda.is_available()
+    )
+    return distributor.run(run_rank, train_fn, tuple(args), "torch")
+
+
+def _horovod_spark(train_fn, args, *, workers: int):
+    horovod_spark = require("horovod.spark", feature="The spark launcher with Horovod")
+    results = horovod_spark.run(
+        run_rank,
+        args=(train_fn, tuple(args), "horovod"),
+        num_proc=workers,
+        use_gloo=True,
+        verbose=0,
+    )
+    return results[0]
+
+
+def _tail(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _TAIL_CHARACTERS else "..." + text[-_TAIL_CHARACTERS:]

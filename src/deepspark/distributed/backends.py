@@ -1,0 +1,196 @@
+"""Communication backends: ``torch.distributed`` (gloo on CPU, nccl on GPU) and ``horovod.torch``.
+
+Both expose the same five collectives deepspark needs, so ``DistributedOptimizer`` and the
+distributed callbacks never care which one runs underneath::
+
+    backend = deepspark.distributed.init()        # torch.distributed from torchrun-style env
+    backend.rank, backend.size
+    backend.allreduce_sum_(tensor)                # in place, every rank gets the sum
+    backend.broadcast_(tensor, root=0)            # in place
+    backend.broadcast_object(obj, root=0)         # any picklable object
+
+``torch``: rendezvous from ``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` / ``WORLD_SIZE`` (what the
+local launcher, torchrun and Spark's TorchDistributor set); without them, a world of one process.
+``horovod``: ``hvd.init()`` under ``horovodrun`` or ``horovod.spark.run``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+
+from deepspark._optional import require
+from deepspark.config import DISTRIBUTED_BACKENDS as BACKENDS
+from deepspark.errors import UserInputError
+
+logger = logging.getLogger("deepspark.distributed")
+
+TIMEOUT_ENV = "DEEPSPARK_DIST_TIMEOUT"
+
+_active: dict[str, CommunicationBackend | None] = {"backend": None}
+
+
+class CommunicationBackend:
+    """The collectives deepspark uses; subclasses implement them for one library."""
+
+    name = ""
+    rank = 0
+    size = 1
+    local_rank = 0
+
+    def allreduce_sum_(self, tensor):
+        """Sum ``tensor`` over all ranks, in place; returns it."""
+        raise NotImplementedError
+
+    def broadcast_(self, tensor, *, root: int = 0):
+        """Overwrite ``tensor`` with ``root``'s copy, in place; returns it."""
+        raise NotImplementedError
+
+    def broadcast_object(self, value, *, root: int = 0):
+        """Return ``root``'s ``value`` on every rank (any picklable object)."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        """Wait until every rank reaches this point."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Leave the process group."""
+
+
+class TorchDistributedBackend(CommunicationBackend):
+    """``torch.distributed`` with gloo on CPU and nccl when CUDA is available."""
+
+    name = "torch"
+
+    def __init__(self):
+        import torch
+        import torch.distributed as dist
+
+        self._dist = dist
+        if not dist.is_initialized():
+            self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+            use_cuda = torch.cuda.is_available()
+            if use_cuda:
+                torch.cuda.set_device(self.local_rank % torch.cuda.device_count())
+            timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "600")))
+            dist.init_process_group(
+                "nccl" if use_cuda else "gloo", timeout=timeout, **_rendezvous_arguments()
+            )
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
+        self.process_group_backend = dist.get_backend()
+
+    def allreduce_sum_(self, tensor):
+        self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
+        return tensor
+
+    def broadcast_(self, tensor, *, root: int = 0):
+        self._dist.broadcast(tensor, src=root)
+        return tensor
+
+    def broadcast_object(self, value, *, root: int = 0):
+        holder = [value]
+        self._dist.broadcast_object_list(holder, src=root)
+        return holder[0]
+
+    def barrier(self) -> None:
+        self._dist.barrier()
+
+    def shutdown(self) -> None:
+        if self._dist.is_initialized():
+            self._dist.destroy_process_group()
+
+
+class HorovodBackend(CommunicationBackend):
+    """``horovod.torch`` (Horovod 0.28.1 built by ``make horovod``)."""
+
+    name = "horovod"
+
+    def __init__(self):
+        self._hvd = require("horovod.torch", feature="The Horovod backend")
+        self._hvd.init()
+        self.rank, self.size = self._hvd.rank(), self._hvd.size()
+        self.local_rank = self._hvd.local_rank()
+        self.process_group_backend = "gloo" if self._hvd.gloo_built() else "mpi"
+
+    def allreduce_sum_(self, tensor):
+        return self._hvd.allreduce_(tensor, op=self._hvd.Sum)
+
+    def broadcast_(self, tensor, *, root: int = 0):
+        return self._hvd.broadcast_(tensor, root_rank=root)
+
+    def broadcast_object(self, value, *, root: int = 0):
+        return self._hvd.broadcast_object(value, root_rank=root)
+
+    def barrier(self) -> None:
+        self._hvd.barrier()
+
+    def shutdown(self) -> None:
+        self._hvd.shutdown()
+
+
+def init(backend: str = "torch") -> CommunicationBackend:
+    """Join the process group of this rank (idempotent) and make it the active backend.
+
+    Args:
+        backend: ``"torch"`` (torch.distributed) or ``"horovod"`` (horovod.torch).
+
+    Returns:
+        The active ``CommunicationBackend``.
+
+    Raises:
+        UserInputError: For an unknown backend name.
+        MissingDependencyError: ``"horovod"`` without Horovod installed.
+    """
+    active = _active["backend"]
+    if active is not None:
+        if active.name != backend:
+            raise UserInputError(
+                f"This process already joined a '{active.name}' process group; one backend per "
+                f"process. Received: backend={backend!r}"
+            )
+        return active
+    check_backend_name(backend)
+    created = TorchDistributedBackend() if backend == "torch" else HorovodBackend()
+    _active["backend"] = created
+    logger.debug("rank %d/%d joined (%s)", created.rank, created.size, created.name)
+    return created
+
+
+def get_backend() -> CommunicationBackend:
+    """The active backend; joins a ``torch.distributed`` group (from the env) when none is."""
+    return _active["backend"] or init("torch")
+
+
+def shutdown() -> None:
+    """Leave the active process group, if any."""
+    active, _active["backend"] = _active["backend"], None
+    if active is not None:
+        active.shutdown()
+
+
+def check_backend_name(backend: str) -> None:
+    """Raise ``UserInputError`` unless ``backend`` is one of ``BACKENDS``."""
+    if backend not in BACKENDS:
+        raise UserInputError(
+            f"Unknown distributed backend; valid backends are {', '.join(BACKENDS)}. "
+            f"Received: backend={backend!r}"
+        )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for a rendezvous)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _rendezvous_arguments() -> dict:
+    """torchrun-style environment when a launcher set it; otherwise a world of one process
+    (without touching ``os.environ``, which child processes would inherit)."""
+    if "WORLD_SIZE" in os.environ:
+        return {"init_method": "env://"}
+    return {"init_method": f"tcp://127.0.0.1:{free_port()}", "rank": 0, "world_size": 1}

@@ -1,0 +1,101 @@
+"""``deepspark.train(..., workers=N)``: the driver side of a distributed run.
+
+The driver keeps what ``train`` always does (read and split the data, the MLflow run, the final
+evaluation on whole splits, the logged model); only ``fit`` moves to the workers:
+
+1. the encoded train / validation rows are written once as per-rank Parquet shards (cached by a
+   key of the data and its encoding);
+2. every rank runs ``train_worker`` from the same compiled model; rank 0 writes checkpoints and
+   epoch metrics into the driver's MLflow run;
+3. a dead worker restarts the job from rank 0's last checkpoint (``max_restarts`` times), so no
+   completed epoch is lost and the MLflow run stays the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from deepspark.distributed.launch import default_backend, run
+from deepspark.distributed.shards import data_key, write_shards
+from deepspark.distributed.worker import WorkerJob, model_from_bytes, model_to_bytes, train_worker
+from deepspark.training.checkpoint import CheckpointStore
+from deepspark.training.prepare import PreparedData
+
+logger = logging.getLogger("deepspark.distributed")
+WORLD_SIZE_TAG = "deepspark.world_size"
+LAUNCHER_TAG = "deepspark.launcher"
+
+
+def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
+    """Train ``prepared`` on ``config.workers`` ranks; returns the ``FitOutcome`` of rank 0."""
+    import mlflow
+
+    from deepspark.training.fit import FitOutcome, _relog_missing_epochs, build_compiled_model
+
+    config = prepared.config
+    launcher = config.launcher or "local"
+    backend = config.backend or default_backend(launcher)
+    shards = write_shards(
+        {split: (prepared.inputs[split], prepared.targets[split]) for split in ("train", "val")},
+        world_size=config.workers,
+        key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
+    )
+    initial_model = build_compiled_model(prepared)
+    # A built optimizer saves all its slots, so every rank loads the same complete state.
+    initial_model.optimizer.build(initial_model.trainable_variables)
+    job = WorkerJob(
+        config=config.to_dict(),
+        shards=shards,
+        initial_model=model_to_bytes(initial_model),
+        checkpoint_dir=str(Path(store.directory).resolve()),
+        run_id=run_id,
+        tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
+    )
+    mlflow.set_tags({WORLD_SIZE_TAG: config.workers, LAUNCHER_TAG: launcher})
+    restarts: list[int] = []
+
+    def relog_checkpointed_epochs(restart: int = 0) -> None:
+        if restart:
+            restarts.append(restart)
+        state = store.read_state()
+        if state is not None:
+            _relog_missing_epochs(list(state["history"]))
+
+    relog_checkpointed_epochs()
+    logger.info(
+        "training on %d workers (%s launcher, %s backend)", config.workers, launcher, backend
+    )
+    result = run(
+        train_worker,
+        (job,),
+        workers=config.workers,
+        launcher=launcher,
+        backend=backend,
+        max_restarts=config.max_restarts,
+        on_restart=relog_checkpointed_epochs,
+    )
+    mlflow.log_metric("restarts", len(restarts))
+    outcome = result["outcome"]
+    return FitOutcome(
+        model=model_from_bytes(result["model"]),
+        history=outcome["history"],
+        epochs_completed=outcome["epochs_completed"],
+        best_epoch=outcome["best_epoch"],
+        stopped_early=outcome["stopped_early"],
+        diverged_at=outcome["diverged_at"],
+        resumed_from_epoch=outcome["resumed_from_epoch"],
+        world_size=config.workers,
+        launcher=launcher,
+        restarts=len(restarts),
+    )
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """Workers may run in another folder (Spark executors): make local store paths absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
+    if "://" not in uri and not uri.startswith("databricks"):
+        return Path(uri).resolve().as_uri()
+    return uri

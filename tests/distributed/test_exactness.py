@@ -1,0 +1,24 @@
+"""Gradient averaging is exact: 2 workers with plain SGD, no shuffling and the same global batch
+end with the weights of 1 process, and report the metrics of the whole validation set (shards of
+different sizes: sums and counts are reduced, not means)."""
+
+import pytest
+
+from deepspark.distributed import run
+from tests.distributed.checks import assert_matches_single_process
+from tests.distributed.rank_functions import fit_on_shard
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+
+def test_torch_distributed_two_workers_equal_one(workdir):
+    result = run(fit_on_shard, workers=2, launcher="local")
+    assert result["optimizer_class"] == "SGD"
+    assert_matches_single_process(result)
+
+
+@pytest.mark.horovod
+def test_horovod_two_workers_equal_one(workdir):
+    pytest.importorskip("horovod.torch", reason="Horovod is not built; run `make horovod`")
+    result = run(fit_on_shard, workers=2, launcher="horovod")
+    assert_matches_single_process(result)

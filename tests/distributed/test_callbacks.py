@@ -1,0 +1,59 @@
+"""Distributed callbacks in a world of one, and which callbacks each rank gets."""
+
+import pytest
+
+from deepspark._backend import import_keras
+from deepspark.config import TrainConfig
+from deepspark.distributed import DistributedOptimizer, LearningRateWarmup
+from deepspark.errors import UserInputError
+from deepspark.training import callbacks as ds_callbacks
+from deepspark.training.checkpoint import CheckpointStore
+from deepspark.training.fit import _callbacks
+from tests.distributed.rank_functions import compiled_model, dataset
+
+keras = import_keras()
+
+
+class RecordRate(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_warmup_rises_linearly_then_holds_the_target():
+    x, y, _, _ = dataset()
+    model = compiled_model(DistributedOptimizer(keras.optimizers.SGD(0.01)))
+    record = RecordRate()
+    warmup = LearningRateWarmup(0.4, warmup_epochs=1, initial_fraction=0.5)
+    model.fit(x[:64], y[:64], batch_size=16, epochs=2, verbose=0, callbacks=[warmup, record])
+    assert record.rates == pytest.approx([0.2, 0.25, 0.3, 0.35, 0.4, 0.4, 0.4, 0.4])
+
+
+def test_only_rank_zero_writes(tmp_path):
+    config = TrainConfig(data="diabetes")
+    store = CheckpointStore(tmp_path)
+    writers = (ds_callbacks.EpochCheckpoint, ds_callbacks.MlflowEpochLogger)
+    rank_zero, _, _ = _callbacks(config, store, None, [], writer=True, run_id="r")
+    others, _, _ = _callbacks(config, store, None, [], writer=False, run_id="r")
+    assert sum(isinstance(callback, writers) for callback in rank_zero) == 2
+    assert not any(
+        isinstance(callback, (*writers, ds_callbacks.EpochProgress)) for callback in others
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"workers": 0}, "Received: workers=0"),
+        ({"launcher": "mpirun"}, "Received: launcher='mpirun'"),
+        ({"workers": 2, "backend": "horovod"}, "needs --launcher horovod.*Received: backend="),
+        ({"launcher": "horovod", "backend": "torch"}, "Received: backend='torch'"),
+        ({"max_restarts": -1}, "Received: max_restarts=-1"),
+    ],
+)
+def test_distributed_settings_are_validated(settings, message):
+    with pytest.raises(UserInputError, match=message):
+        TrainConfig(data="diabetes", **settings)

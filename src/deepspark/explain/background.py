@@ -132,4 +132,11 @@ def _rederive_split(params: dict[str, str]) -> pd.DataFrame:
         "val_fraction": float(params["val_fraction"]),
         "test_fraction": float(params["test_fraction"]),
     }
-    return prepare_data(make_config(settings)).split.train
+    # Training's own "N train / N val" line would read as if a model were being trained.
+    training_logger = logging.getLogger("deepspark.training")
+    level = training_logger.level
+    training_logger.setLevel(logging.WARNING)
+    try:
+        return prepare_data(make_config(settings)).split.train
+    finally:
+        training_logger.setLevel(level)

@@ -34,6 +34,8 @@ def trained_models(tmp_path_factory, mlflow_template) -> dict[str, TrainedModel]
     shutil.copy(mlflow_template, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
+    cwd = Path.cwd()
+    os.chdir(folder)  # MLflow puts the artifacts of a sqlite store under ./mlruns
     os.environ["DEEPSPARK_CHECKPOINT_DIR"] = str(folder / "checkpoints")
     models = {}
     try:
@@ -46,6 +48,7 @@ def trained_models(tmp_path_factory, mlflow_template) -> dict[str, TrainedModel]
             model_dir = resolve_model_dir(result.model_uri)
             models[task] = TrainedModel(task, result.model_uri, model_dir, uri, frame)
     finally:
+        os.chdir(cwd)
         os.environ.pop("DEEPSPARK_CHECKPOINT_DIR", None)
         mlflow.set_tracking_uri(previous)
     return models

@@ -1,7 +1,7 @@
 """The scoring UDF: an iterator-of-pandas UDF that loads the model once per Python worker.
 
-The driver resolves the model URI (so a bad URI fails before any job), copies the model folder
-under a content-addressed name and ships it with ``SparkContext.addFile``; each Python worker
+The driver resolves the model URI (so a bad URI fails before any job), copies the model's files
+under a content-addressed name and ships them with ``SparkContext.addFile``; each Python worker
 loads it on its first batch and keeps it for every later batch and task (Spark reuses Python
 workers). The UDF takes one struct column of the model's features, bound by name, and returns a
 typed column: ``double`` for regression; ``struct<prediction, probability: struct<label: double>>``
@@ -28,6 +28,8 @@ from deepspark.tracking.model import KERAS_FILE, METADATA_FILE, DeepsparkModel
 logger = logging.getLogger(__name__)
 
 _SHIP_PREFIX = "deepspark-model-"
+_KERAS_SUFFIX = ".keras"
+_METADATA_SUFFIX = ".json"
 # Per Python worker process: shipped model name -> loaded model, and how often each was loaded.
 _WORKER_MODELS: dict[str, DeepsparkModel] = {}
 _WORKER_LOADS: dict[str, int] = {}
@@ -36,31 +38,30 @@ _SHIPPED: set[tuple[str, str]] = set()
 
 
 def ship_model(spark, model_dir: str | Path) -> str:
-    """Make a model folder available to every executor; return its shipped name.
+    """Make a model available to every executor; return its shipped name.
 
-    The name is derived from the model's bytes, so the same model ships once per application
-    and two models never collide.
+    The model's two files are shipped with ``addFile`` (directories only ship on local masters)
+    under a name derived from their bytes, so the same model ships once per application and two
+    models never collide.
     """
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     for file_name in (KERAS_FILE, METADATA_FILE):
         digest.update((model_dir / file_name).read_bytes())
     name = _SHIP_PREFIX + digest.hexdigest()[:20]
-    staged = Path(tempfile.gettempdir()) / "deepspark-spark-models" / name
-    if not staged.exists():
-        partial = staged.with_name(f".{name}-{uuid.uuid4().hex[:8]}")
-        partial.mkdir(parents=True)
-        for file_name in (KERAS_FILE, METADATA_FILE):
-            shutil.copy2(model_dir / file_name, partial / file_name)
-        try:
-            partial.rename(staged)
-        except OSError:  # another process staged the same model first
-            shutil.rmtree(partial, ignore_errors=True)
+    staged = Path(tempfile.gettempdir()) / "deepspark-spark-models"
+    staged.mkdir(parents=True, exist_ok=True)
     context = spark.sparkContext
-    key = (context.applicationId, name)
-    if key not in _SHIPPED:
-        context.addFile(str(staged), recursive=True)
-        _SHIPPED.add(key)
+    for file_name, suffix in ((KERAS_FILE, _KERAS_SUFFIX), (METADATA_FILE, _METADATA_SUFFIX)):
+        target = staged / (name + suffix)
+        if not target.exists():
+            partial = staged / f".{name}{suffix}.{uuid.uuid4().hex[:8]}"
+            shutil.copy2(model_dir / file_name, partial)
+            partial.rename(target)
+        key = (context.applicationId, target.name)
+        if key not in _SHIPPED:
+            context.addFile(str(target))
+            _SHIPPED.add(key)
     return name
 
 
@@ -70,7 +71,10 @@ def worker_model(shipped_name: str) -> DeepsparkModel:
     if model is None:
         from pyspark import SparkFiles
 
-        model = DeepsparkModel.from_directory(SparkFiles.get(shipped_name))
+        model = DeepsparkModel.from_files(
+            SparkFiles.get(shipped_name + _KERAS_SUFFIX),
+            SparkFiles.get(shipped_name + _METADATA_SUFFIX),
+        )
         _WORKER_MODELS[shipped_name] = model
         _WORKER_LOADS[shipped_name] = _WORKER_LOADS.get(shipped_name, 0) + 1
         logger.info("loaded %s in Python worker %d", shipped_name, os.getpid())

@@ -93,13 +93,18 @@ class DeepsparkModel:
     @classmethod
     def from_directory(cls, directory: str | Path) -> DeepsparkModel:
         """Load from a folder written by ``save`` (Keras ``safe_mode=True``)."""
+        directory = Path(directory)
+        return cls.from_files(directory / KERAS_FILE, directory / METADATA_FILE)
+
+    @classmethod
+    def from_files(cls, keras_file: str | Path, metadata_file: str | Path) -> DeepsparkModel:
+        """Load from a ``.keras`` file and its ``deepspark.json`` (Keras ``safe_mode=True``)."""
         import deepspark.models.preprocessing  # noqa: F401  registers the custom layers
         from deepspark._backend import import_keras
 
         keras = import_keras()
-        directory = Path(directory)
-        document = json.loads((directory / METADATA_FILE).read_text())
-        keras_model = keras.saving.load_model(directory / KERAS_FILE, compile=False, safe_mode=True)
+        document = json.loads(Path(metadata_file).read_text())
+        keras_model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
         schema = FeatureSchema.from_dict(document.pop("schema"))
         return cls(keras_model, schema, document)
 

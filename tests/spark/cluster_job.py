@@ -1,0 +1,40 @@
+"""Run by test_cluster.py in its own process: score on ``local-cluster[2,1,1024]`` (two executor
+JVMs with their own Python workers) and report where the work ran."""
+
+import json
+import os
+import sys
+
+import pandas as pd
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import StringType
+
+
+@pandas_udf(StringType())
+def worker_report(ids: pd.Series) -> pd.Series:
+    from deepspark.spark.udf import worker_loads
+
+    report = json.dumps({"pid": os.getpid(), "loads": worker_loads()})
+    return pd.Series([report] * len(ids))
+
+
+def main(model_dir: str, data: str, output: str) -> None:
+    from deepspark.spark import get_session, predict
+
+    spark = get_session("local-cluster[2,1,1024]")
+    frame = spark.read.parquet(data).repartition(4)
+    predict(frame, model_dir, batch_rows=100).write.parquet(output)
+    reports = spark.range(0, 40, numPartitions=8).select(worker_report("id")).toPandas()
+    executors = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+    document = {
+        "driver_pid": os.getpid(),
+        "executors": executors,
+        "application_id": spark.sparkContext.applicationId,
+        "workers": [json.loads(text) for text in reports.iloc[:, 0].unique()],
+    }
+    print(json.dumps(document))
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -84,6 +84,7 @@ def test_rows_beyond_the_data_explain_all_and_say_so(regression_model, tmp_path,
         (["--method", "shapley"], r"valid methods are gradient, kernel, lime, permutation"),
         (["--background", "5000"], r"Background larger than the training split: it has \d+"),
         (["--rows", "0"], r"--rows must be a positive integer"),
+        (["--method", "kernel", "--baseline", "mean"], r"--baseline is an option of --method"),
     ],
 )
 def test_bad_options_are_one_line_errors(regression_model, tmp_path, capsys, change, pattern):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import deepspark
+from deepspark.errors import UserInputError
 from deepspark.explain import explainer_class
 from deepspark.explain.encoded import EncodedNetwork
 
@@ -27,9 +28,11 @@ def _explain(trained, method, *, rows=20, background=40, options=None):
     )
 
 
+@pytest.mark.parametrize("baseline", ["mean", "background"])
 @pytest.mark.parametrize("fixture", ["regression_model", "binary_model"])
-def test_gradient_is_additive_within_one_percent_of_the_spread(fixture, request):
-    result = _explain(request.getfixturevalue(fixture), "gradient", rows=40)
+def test_gradient_is_additive_within_one_percent_of_the_spread(fixture, baseline, request):
+    trained = request.getfixturevalue(fixture)
+    result = _explain(trained, "gradient", rows=40, options={"baseline": baseline})
     explanation = result.explanation
     assert result.summary["max_additivity_error"] <= 0.01
     assert result.summary["background_source"] == "the model's training split"
@@ -39,24 +42,37 @@ def test_gradient_is_additive_within_one_percent_of_the_spread(fixture, request)
     assert np.ptp(explanation.prediction) > 0
 
 
+def _importance(explanation) -> pd.Series:
+    return explanation.attributions.abs().mean().sort_values(ascending=False)
+
+
+def _correlation(first, second) -> float:
+    pair = first.attributions.to_numpy().ravel(), second.attributions.to_numpy().ravel()
+    return float(np.corrcoef(*pair)[0, 1])
+
+
 def test_gradient_agrees_with_kernel_shap_on_strong_features(regression_model):
-    gradient = _explain(regression_model, "gradient", rows=25).explanation
     kernel = _explain(regression_model, "kernel", rows=25).explanation
-    np.testing.assert_allclose(gradient.baseline, kernel.baseline, rtol=1e-5)
-    both = gradient.attributions.to_numpy().ravel(), kernel.attributions.to_numpy().ravel()
-    assert np.corrcoef(*both)[0, 1] > 0.9
-    importance = {
-        name: explanation.attributions.abs().mean().sort_values(ascending=False)
-        for name, explanation in (("gradient", gradient), ("kernel", kernel))
-    }
-    strongest = list(importance["kernel"].index[:2])
-    assert importance["gradient"].index[0] == strongest[0]
-    for name in strongest:
-        signs = np.sign(gradient.attributions[name]) == np.sign(kernel.attributions[name])
-        assert signs.mean() >= 0.9, name
-    ranks = [importance[name][FEATURES].rank().to_numpy() for name in importance]
-    assert np.corrcoef(*ranks)[0, 1] >= 0.8 - 1e-9  # at most one swap of neighbours
     assert kernel.max_additivity_error < 1e-6
+    # Averaged over every background row, the baseline is SHAP's (the mean background output),
+    # so row-level signs are comparable.
+    same_reference = _explain(
+        regression_model, "gradient", rows=25, options={"baseline": "background"}
+    ).explanation
+    np.testing.assert_allclose(same_reference.baseline, kernel.baseline, rtol=1e-5)
+    assert _correlation(same_reference, kernel) > 0.9
+    strongest = list(_importance(kernel).index[:2])
+    for name in strongest:
+        signs = np.sign(same_reference.attributions[name]) == np.sign(kernel.attributions[name])
+        assert signs.mean() >= 0.9, name
+    # The default path starts at the background mean: another reference point, same story.
+    default = _explain(regression_model, "gradient", rows=25).explanation
+    assert _correlation(default, kernel) > 0.9
+    for explanation in (same_reference, default):
+        importance = _importance(explanation)
+        assert importance.index[0] == strongest[0]
+        ranks = importance[FEATURES].rank(), _importance(kernel)[FEATURES].rank()
+        assert np.corrcoef(*ranks)[0, 1] >= 0.8 - 1e-9  # at most one swap of neighbours
 
 
 def test_attributions_are_per_raw_column_with_the_categorical_summed_back(regression_model):
@@ -121,6 +137,11 @@ def test_results_do_not_depend_on_batching(regression_model):
             whole.attributions.iloc[3:].to_numpy(), part.attributions.to_numpy(), rtol=1e-5,
             atol=1e-6,
         )  # fmt: skip
+
+
+def test_unknown_gradient_baseline_is_a_user_error(regression_model):
+    with pytest.raises(UserInputError, match=r"use one of mean, background\. Received: baseline="):
+        _explain(regression_model, "gradient", rows=2, options={"baseline": "zero"})
 
 
 def test_deepspark_explain_is_callable_after_importing_the_package():

@@ -16,6 +16,12 @@ METHODS_HELP = "gradient (integrated gradients, additive), kernel, permutation (
 @click.option("--model", "model_uri", required=True, help="Model URI (models:/..., runs:/...).")
 @click.option("--data", required=True, help="CSV / Parquet / JSON-lines path (or table, --spark).")
 @click.option("--method", default="gradient", show_default=True, help=METHODS_HELP)
+@click.option(
+    "--baseline",
+    type=click.Choice(["mean", "background"]),
+    help="gradient only: path from the background mean (default, fast) or from every "
+    "background row (SHAP's baseline, cost grows with --background).",
+)
 @click.option("--rows", type=int, default=100, show_default=True, help="Rows to explain (top).")
 @click.option("--background", type=int, default=100, show_default=True, help="Background rows.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every sample.")
@@ -26,12 +32,16 @@ METHODS_HELP = "gradient (integrated gradients, additive), kernel, permutation (
 @click.option("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs.")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the explanation to MLflow.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def explain(model_uri, data, use_spark, master, tracking_uri, no_mlflow, as_json, **settings):
+def explain(
+    model_uri, data, baseline, use_spark, master, tracking_uri, no_mlflow, as_json, **settings
+):
     """Explain a model's predictions in terms of its raw input columns."""
     from deepspark.explain.api import explain as explain_model
 
     if master and not use_spark:
         raise click.UsageError("--master needs --spark.")
+    if baseline and settings["method"] != "gradient":
+        raise click.UsageError("--baseline is an option of --method gradient.")
     with stdout_to_stderr():
         result = explain_model(
             model_uri,
@@ -40,6 +50,7 @@ def explain(model_uri, data, use_spark, master, tracking_uri, no_mlflow, as_json
             master=master,
             tracking_uri=tracking_uri,
             log_to_mlflow=not no_mlflow,
+            options={"baseline": baseline} if baseline else None,
             **settings,
         )
     summary = result.summary

@@ -1,14 +1,23 @@
-"""``gradient``: integrated gradients from every background row, on the model's encoded features.
+"""``gradient``: integrated gradients on the model's encoded features, convergence-checked.
 
-Why this method: for one baseline ``b``, integrated gradients along the straight path from ``b``
-to ``x`` satisfies completeness, ``sum(attributions) = f(x) - f(b)``, exactly in the limit of
-the integral, for any differentiable-almost-everywhere network (ReLU included), whatever its
-layers are. Averaging over background rows gives attributions that sum to
-``f(x) - mean_b f(b)``: the same reference SHAP's explainers use (this average is expected
-gradients with the integral computed, not sampled, which is why it stays additive where
-``shap.GradientExplainer`` does not). The integral is a trapezoid rule whose step count doubles,
-per row, until the completeness gap is at most ``tolerance`` times the spread of the output, so
-the reported additivity error is measured, not assumed.
+Why this method: integrated gradients along the straight path from a baseline input ``b`` to
+``x`` satisfies completeness, ``sum(attributions) = f(x) - f(b)``, exactly in the limit of the
+integral, for any network that is differentiable almost everywhere (ReLU included), whatever its
+layers are; no per-layer rules to get wrong (``shap.DeepExplainer`` only knows torch layers and
+fails on Keras ones). The integral is a trapezoid rule whose step count doubles, per row, until
+the completeness gap is at most ``tolerance`` times the spread of the output, so the reported
+additivity error is measured, not assumed.
+
+Two baselines (option ``baseline``):
+
+- ``mean`` (default): one path per row, from the mean of the background rows' encoded features
+  (numeric columns at their background mean, one-hot blocks at the background's level
+  frequencies). The table's ``baseline`` is the model's output at that point. Cost does not grow
+  with the background size: one path of ``steps`` gradient evaluations per row.
+- ``background``: one path from every background row, averaged. Attributions then sum to
+  ``f(x) - mean_b f(b)``, the reference SHAP's explainers use (this is expected gradients with
+  the integral computed rather than sampled, which is why it stays additive where
+  ``shap.GradientExplainer`` does not). Cost grows with the background size.
 
 The path runs in the encoded-feature space (after the model's own preprocessing), which is
 where the network is differentiable: categorical codes are integers, but their one-hot or
@@ -23,12 +32,14 @@ import logging
 import numpy as np
 import pandas as pd
 
+from deepspark.errors import UserInputError
 from deepspark.explain.base import Explainer, Explanation
 from deepspark.explain.encoded import EncodedNetwork
 from deepspark.explain.tabular import TabularView, feature_frame
 
 logger = logging.getLogger(__name__)
 
+BASELINES = ("mean", "background")
 DEFAULT_TOLERANCE = 0.002
 DEFAULT_START_STEPS = 8
 DEFAULT_MAX_STEPS = 1024
@@ -37,9 +48,10 @@ _PAIRS_PER_CHUNK = 8_192
 
 
 class IntegratedGradientsExplainer(Explainer):
-    """Integrated gradients averaged over background baselines, with a convergence check.
+    """Integrated gradients from the background (mean or every row), convergence-checked.
 
     Options:
+        baseline: ``mean`` (default) or ``background`` (see the module docstring).
         tolerance: Largest accepted completeness gap per row, as a share of the output's
             standard deviation over the background (default 0.002).
         start_steps: Trapezoid steps before the first check (default 8).
@@ -63,13 +75,15 @@ class IntegratedGradientsExplainer(Explainer):
         row_outputs, background_outputs = view.outputs(matrix), view.outputs(background)
         columns = view.explained_columns(row_outputs)
         spread = view.spread(background_outputs, columns)
-        integrator = _PathIntegrator(split, encoded_background, self._network_columns(columns))
-        integrator.settings(**self.options)
+        settings = dict(self.options)
+        baselines = _baselines(encoded_background, settings.pop("baseline", "mean"))
+        integrator = _PathIntegrator(split, baselines, self._network_columns(columns))
+        integrator.settings(**settings)
         with torch.enable_grad():
             encoded_attributions, steps = integrator.integrate(encoded_rows, spread)
         attributions = encoded_attributions @ split.groups
         prediction = row_outputs[np.arange(len(rows)), columns]
-        baseline = background_outputs[:, columns].mean(axis=0)
+        baseline = integrator.baseline_outputs()
         return Explanation(
             method=self.method,
             row_ids=row_ids,
@@ -88,6 +102,17 @@ class IntegratedGradientsExplainer(Explainer):
         if self.model.schema.task == "binary":
             return np.zeros_like(columns)
         return columns
+
+
+def _baselines(encoded_background: np.ndarray, baseline: str) -> np.ndarray:
+    if baseline not in BASELINES:
+        raise UserInputError(
+            f"Unknown gradient baseline; use one of {', '.join(BASELINES)}. "
+            f"Received: baseline={baseline!r}"
+        )
+    if baseline == "mean":
+        return encoded_background.astype(np.float64).mean(axis=0, keepdims=True)
+    return encoded_background
 
 
 class _PathIntegrator:
@@ -155,6 +180,11 @@ class _PathIntegrator:
                 float(gap.max()),
             )
         return attributions, steps_used
+
+    def baseline_outputs(self) -> np.ndarray:
+        """Per row: the mean over baselines of the explained output."""
+        outputs = self._evaluate(self.background[None, :, :], None, gradients=False)[0]
+        return outputs[:, self.columns].mean(axis=0)
 
     def _output_gap(self, rows, columns) -> np.ndarray:
         """Per row: ``f(row) - mean over background of f(b)``, both on the explained output."""

@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deepspark-installed
+HOROVOD_STAMP := $(VENV)/.deepspark-horovod
 export KERAS_BACKEND := torch
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup horovod demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -18,10 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,spark]'
 	touch $(STAMP)
 
+# Horovod 0.28.1 built for this venv's torch (C++17 fix), wheel cached by torch version under
+# $${DEEPSPARK_WHEEL_CACHE:-~/.cache/deepspark/wheels}: built once (~4-10 min), then reinstalled.
+horovod: $(HOROVOD_STAMP)
+
+$(HOROVOD_STAMP): $(STAMP) scripts/build_horovod.sh
+	PYTHON=$(BIN)/python scripts/build_horovod.sh
+	touch $(HOROVOD_STAMP)
+
 demo: setup
 	$(BIN)/python -m deepspark.demo
 
-test: setup
+test: setup horovod
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -31,6 +40,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_tabular.py --json
 	$(BIN)/python benchmarks/bench_fit_overhead.py --json
+	$(BIN)/python benchmarks/bench_distributed.py --json
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

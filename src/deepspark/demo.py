@@ -25,16 +25,35 @@ def main() -> None:
     from deepspark.data.readers import read_table
 
     OUTPUT.mkdir(exist_ok=True)
-    log.info("1/3 training on the bundled 'diabetes' table (70/15/15 split)")
+    log.info("1/5 training on the bundled 'diabetes' table (70/15/15 split)")
     result = deepspark.train(
         "diabetes", hidden=(64, 32), dropout=0.1, batch_size=32, run_name="demo-diabetes"
     )
-    log.info("2/3 scoring a file with the logged model")
+    log.info("2/5 scoring a file with the logged model")
     to_score = OUTPUT / "diabetes_to_score.csv"
     read_table("diabetes").drop(columns="disease_progression").to_csv(to_score, index=False)
     scored_path = OUTPUT / "diabetes_scored.csv"
     scored = deepspark.predict(result.model_uri, to_score, output=scored_path, overwrite=True)
-    log.info("3/3 done")
+    log.info("3/5 the same network on 2 data-parallel workers (local launcher, 5 epochs)")
+    distributed = deepspark.train(
+        "diabetes",
+        hidden=(64, 32),
+        batch_size=16,
+        epochs=5,
+        workers=2,
+        launcher="local",
+        run_name="demo-diabetes-2-workers",
+    )
+    log.info("4/5 explaining 50 rows with integrated gradients (raw columns)")
+    explanation = deepspark.explain(
+        result.model_uri,
+        to_score,
+        method="gradient",
+        rows=50,
+        output=OUTPUT / "explanation",
+        overwrite=True,
+    )
+    log.info("5/5 done")
 
     uri = mlflow.get_tracking_uri()
     lines = [
@@ -47,11 +66,17 @@ def main() -> None:
         f"{result.metrics['test_mae']:.2f}  R2 {result.metrics['test_r2']:.3f}  "
         f"(scored once, on {result.rows['test']} held-out rows)",
         f"  scored file   {scored_path} ({len(scored)} rows, column 'prediction')",
+        f"  explanation   {explanation.outputs['index_html']}  (additivity error "
+        f"{explanation.summary['max_additivity_error']:.1e} of the prediction spread)",
+        f"  2 workers     run {distributed.run_id}: {distributed.epochs_completed} epochs, "
+        f"batch 16 per worker, test RMSE {distributed.metrics['test_rmse']:.2f}",
         f"  tracking      {uri}",
         "",
         "Next:",
         "  deepspark runs                       # runs with status and metrics",
         f"  deepspark predict --model {result.model_uri} --data FILE --output OUT.csv",
+        f"  deepspark explain --model {result.model_uri} --data FILE --method kernel "
+        "--output DIR",
         f"  mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000",
     ]
     sys.stdout.write("\n".join(lines) + "\n")

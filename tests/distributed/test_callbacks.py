@@ -57,3 +57,15 @@ def test_only_rank_zero_writes(tmp_path):
 def test_distributed_settings_are_validated(settings, message):
     with pytest.raises(UserInputError, match=message):
         TrainConfig(data="diabetes", **settings)
+
+
+def test_nan_guard_reads_the_reduced_loss_flag():
+    from deepspark.distributed import DistributedNanGuard
+
+    x, y, _, _ = dataset()
+    y = y.copy()
+    y[40] = float("nan")  # the third batch of 16 has a NaN loss
+    model = compiled_model(DistributedOptimizer(keras.optimizers.SGD(0.01)))
+    guard = DistributedNanGuard()
+    model.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[guard])
+    assert guard.failed_at == (0, 2)

@@ -183,11 +183,13 @@ class LearningRateWarmup(keras.callbacks.Callback):
 
 
 class DistributedNanGuard(NanGuard):
-    """``NanGuard`` that stops every rank at the same step: it watches the averaged gradients,
-    which are the same on every rank, instead of this rank's own loss."""
+    """``NanGuard`` that stops every rank at the same step: it reads the "some rank's loss is not
+    finite" flag that ``DistributedOptimizer`` reduces with the gradients (the same on every
+    rank), instead of this rank's own loss."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if not getattr(self.model.optimizer, "last_gradients_finite", True):
+        flag = getattr(self.model.optimizer, "nonfinite_loss_on_any_rank", None)
+        if flag is not None and bool(flag):
             self.failed_at = (self.epoch, batch)
             self.model.stop_training = True
 

@@ -28,12 +28,22 @@ class _DistributedApply:
     """Methods mixed into the wrapped optimizer's class (ahead of its own ``apply``)."""
 
     _deepspark_distributed = True
+    _deepspark_loss_flag = None
+
+    def scale_loss(self, loss):
+        # Keras' trainer hands every step's loss through here before backward(): remember
+        # whether it is finite (a tensor, no device sync) to reduce it with the gradients.
+        import torch
+
+        self._deepspark_loss_flag = (~torch.isfinite(loss.detach())).reshape(1)
+        return super().scale_loss(loss)
 
     def apply(self, grads, trainable_variables=None):
-        grads, finite = average_gradients(list(grads), self._deepspark_backend)
-        # After the allreduce every rank holds the same sums, so every rank agrees on this and
-        # a NaN guard can stop all ranks at the same step (a rank stopping alone would hang).
-        self.last_gradients_finite = finite
+        flag, self._deepspark_loss_flag = self._deepspark_loss_flag, None
+        grads, nonfinite = average_gradients(list(grads), self._deepspark_backend, loss_flag=flag)
+        # Reduced with the gradients, so every rank holds the same value and a NaN guard stops
+        # all ranks at the same step (a rank stopping alone would leave the others waiting).
+        self.nonfinite_loss_on_any_rank = nonfinite
         return super().apply(grads, trainable_variables)
 
 
@@ -76,7 +86,7 @@ def DistributedOptimizer(  # noqa: N802  named like the class it stands for, as 
     if not getattr(optimizer, "_deepspark_distributed", False):
         optimizer.__class__ = _distributed_class(type(optimizer))
     optimizer._deepspark_backend = resolved
-    optimizer.last_gradients_finite = True
+    optimizer.nonfinite_loss_on_any_rank = None
     return optimizer
 
 
@@ -85,30 +95,41 @@ def is_distributed(optimizer) -> bool:
     return bool(getattr(optimizer, "_deepspark_distributed", False))
 
 
-def average_gradients(grads: list, backend: CommunicationBackend) -> tuple[list, bool]:
+def average_gradients(grads: list, backend: CommunicationBackend, *, loss_flag=None):
     """Average gradients over ranks with one allreduce of one flat buffer.
 
     ``None`` gradients (variables the loss does not reach) stay ``None``; every rank has the same
     model, so the same ones are ``None`` everywhere.
 
+    Args:
+        grads: This rank's gradients (torch tensors or ``None``).
+        backend: The process group.
+        loss_flag: Optional 1-element tensor, non-zero when this rank's loss is not finite;
+            summed in the same allreduce.
+
     Returns:
-        The averaged gradients and whether they are all finite.
+        The averaged gradients, and a 0-d tensor that is true when any rank flagged its loss
+        (``None`` without ``loss_flag``).
     """
     import torch
 
     present = [index for index, grad in enumerate(grads) if grad is not None]
     if not present:
-        return grads, True
-    flat = torch.cat([grads[index].reshape(-1) for index in present])
+        return grads, None
+    parts = [grads[index].reshape(-1) for index in present]
+    if loss_flag is not None:
+        parts.append(loss_flag.to(parts[0].dtype))
+    flat = torch.cat(parts)
     backend.allreduce_sum_(flat)
-    flat.div_(backend.size)
+    if backend.size > 1:  # one pass less over every gradient in a world of one
+        flat.div_(backend.size)
     averaged = list(grads)
     offset = 0
     for index in present:
         count = grads[index].numel()
         averaged[index] = flat[offset : offset + count].view_as(grads[index])
         offset += count
-    return averaged, bool(torch.isfinite(flat).all())
+    return averaged, (flat[-1] > 0) if loss_flag is not None else None
 
 
 def _distributed_class(optimizer_class: type) -> type:

@@ -1,0 +1,170 @@
+"""Cost and benefit of deepspark's data-parallel training, per communication backend.
+
+Figures (one run; best timed epoch after a warm-up one, contenders in turn; global samples/s):
+
+- ``overhead_world_size_1`` = 1 - (samples/s with ``DistributedOptimizer`` and the distributed
+  callbacks at world size 1 / samples/s of the plain ``fit``), on deepspark's default tabular MLP
+  (256-128-64, batch 64) over California housing; both measured in the same worker process.
+  Goal <= 0.05.
+- ``speedup_2_workers`` = samples/s of 2 workers / samples/s of 1 worker, same global batch, for a
+  compute-bound model (a wide MLP); 1 worker may use every core, 2 workers one core each.
+
+Backends: ``torch`` (torch.distributed, gloo on CPU; local launcher) and ``horovod`` (horovodrun),
+when Horovod is installed. Usage: ``python benchmarks/bench_distributed.py --json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "california_housing.csv"
+
+
+def _sharded_fit(model, x, y, *, batch_size: int, epochs: int, callbacks=()) -> float:
+    """Global samples/s of the fastest epoch after the first (which includes set-up)."""
+    import keras
+
+    from deepspark.distributed import rank, size
+
+    durations = []
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            durations.append(time.perf_counter() - self.started)
+
+    me, world = rank(), size()
+    local_x = (
+        {name: value[me::world] for name, value in x.items()}
+        if isinstance(x, dict)
+        else x[me::world]
+    )
+    model.fit(
+        local_x,
+        y[me::world],
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*callbacks, EpochTimer()],
+    )
+    rows = (len(y) // world) * world
+    return rows / min(durations[1:])
+
+
+def overhead_rank(data_path: str, rounds: int) -> dict:
+    """World size 1: plain fit vs the distributed fit of deepspark's default tabular model,
+    one epoch each in turn (so load from other processes hits both alike), best round each."""
+    from deepspark.config import TrainConfig
+    from deepspark.distributed import DistributedOptimizer, distributed_callbacks
+    from deepspark.training.fit import build_compiled_model
+    from deepspark.training.prepare import prepare_data
+
+    config = TrainConfig(data=data_path, target="median_house_value", batch_size=64)
+    prepared = prepare_data(config)
+    x, y = prepared.inputs["train"], prepared.targets["train"]
+    plain_model = build_compiled_model(prepared)
+    distributed_model = build_compiled_model(prepared)
+    DistributedOptimizer(distributed_model.optimizer)
+    callbacks = distributed_callbacks()
+    plain, distributed = [], []
+    for _ in range(rounds + 1):  # the first round warms up both
+        plain.append(_timed_epoch(plain_model, x, y, batch_size=64))
+        distributed.append(
+            _timed_epoch(distributed_model, x, y, batch_size=64, callbacks=callbacks)
+        )
+    return {"plain": max(plain[1:]), "distributed": max(distributed[1:])}
+
+
+def _timed_epoch(model, x, y, *, batch_size: int, callbacks=()) -> float:
+    started = time.perf_counter()
+    model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+    return len(y) / (time.perf_counter() - started)
+
+
+def wide_mlp_rank(global_batch: int, epochs: int) -> float:
+    """Compute-bound: a 1024-wide MLP on synthetic rows, one core per worker when several."""
+    import keras
+    import torch
+
+    from deepspark.distributed import DistributedOptimizer, distributed_callbacks, size
+
+    world = size()
+    if world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8192, 256)).astype("float32")
+    y = rng.normal(size=(8192, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((256,))]
+    layers += [keras.layers.Dense(1024, activation="relu") for _ in range(3)]
+    model = keras.Sequential([*layers, keras.layers.Dense(1)])
+    model.compile(optimizer=DistributedOptimizer(keras.optimizers.SGD(0.01)), loss="mse")
+    return _sharded_fit(
+        model,
+        x,
+        y,
+        batch_size=global_batch // world,
+        epochs=epochs,
+        callbacks=distributed_callbacks(),
+    )
+
+
+def measure(backend: str, args) -> dict:
+    from deepspark.distributed import run
+
+    launcher = "horovod" if backend == "horovod" else "local"
+    overhead = run(overhead_rank, (str(args.data), args.repeats), workers=1, launcher=launcher)
+    one, two = 0.0, 0.0
+    for _ in range(args.launches):  # alternate, so that load from other processes hits both
+        job = (args.global_batch, args.epochs)
+        one = max(one, run(wide_mlp_rank, job, workers=1, launcher=launcher))
+        two = max(two, run(wide_mlp_rank, job, workers=2, launcher=launcher))
+    return {
+        "overhead_world_size_1": round(1 - overhead["distributed"] / overhead["plain"], 4),
+        "samples_per_s_plain_fit": round(overhead["plain"], 1),
+        "samples_per_s_distributed_world_size_1": round(overhead["distributed"], 1),
+        "speedup_2_workers": round(two / one, 3),
+        "wide_mlp_samples_per_s_1_worker": round(one, 1),
+        "wide_mlp_samples_per_s_2_workers": round(two, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--repeats", type=int, default=5, help="Timed epochs per contender.")
+    parser.add_argument("--launches", type=int, default=2, help="Launches per worker count.")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--global-batch", type=int, default=256)
+    parser.add_argument("--backends", default="torch,horovod")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    args = parser.parse_args()
+    figures = {"cpu_count": os.cpu_count()}
+    for backend in args.backends.split(","):
+        if backend == "horovod":
+            try:
+                import horovod.torch  # noqa: F401
+            except ImportError:
+                figures["horovod"] = "not installed (make horovod)"
+                continue
+        figures[backend] = measure(backend, args)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for name, value in figures.items():
+            print(f"{name}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	$(BIN)/pip install --quiet -e '.[dev,spark,explain]'
 	touch $(STAMP)
 
 # Horovod 0.28.1 built for this venv's torch (C++17 fix), wheel cached by torch version under
@@ -40,6 +40,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_tabular.py --json
 	$(BIN)/python benchmarks/bench_fit_overhead.py --json
+	$(BIN)/python benchmarks/bench_explain.py --json
 	$(BIN)/python benchmarks/bench_distributed.py --json
 
 clean:

@@ -29,3 +29,6 @@ def test_demo_end_to_end(workdir):
     scored = pd.read_csv(workdir / "demo-output" / "diabetes_scored.csv")
     assert len(scored) == 442 and scored["prediction"].notna().all()
     assert model_uri.startswith("models:/")
+    index = re.search(r"explanation\s+(\S+index\.html)", done.stdout).group(1)
+    assert 'src="beeswarm.png"' in open(index).read()
+    assert len(pd.read_csv(workdir / "demo-output" / "explanation" / "attributions.csv")) == 50

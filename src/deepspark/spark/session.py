@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -77,12 +78,36 @@ def get_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     resolved_master = master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER
     builder = SparkSession.builder.master(resolved_master).appName(app_name)
-    for key, value in {**_BASE_CONFIG, **(config or {})}.items():
+    settings = {**_BASE_CONFIG, **(config or {})}
+    settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_log4j()}")
+    for key, value in settings.items():
         builder = builder.config(key, value)
     logger.info("starting Spark on %s", resolved_master)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _log4j() -> Path:
+    """A log4j2 configuration that keeps the JVM's start-up chatter off the user's terminal
+    (warnings and errors still show); users override it with spark.driver.extraJavaOptions."""
+    path = Path(tempfile.gettempdir()) / "deepspark-log4j2.properties"
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(_LOG4J2)
+        partial.replace(path)
+    return path
+
+
+_LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+"""
 
 
 def read_source(spark, source: str | Path):

@@ -74,3 +74,17 @@ def test_estimator_rejects_bad_settings_and_columns(spark, workdir):
         KerasEstimator(labelCol="price").fit(df)
     with pytest.raises(UserInputError, match=r"empty DataFrame"):
         KerasEstimator(labelCol="y").fit(df.limit(0))
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_estimator_trains_on_the_spark_launcher(spark, workdir):
+    frame = make_table(rows=400, seed=7)
+    df = spark.createDataFrame(frame)
+    estimator = KerasEstimator(labelCol="y", workers=2, launcher="spark", **FAST)
+    transformer = estimator.fit(df)
+    result = transformer.trainResult
+    assert (result.world_size, result.launcher) == (2, "spark")
+    assert mlflow.get_run(result.run_id).info.status == "FINISHED"
+    scored = transformer.transform(df).select("prediction").toPandas()
+    assert len(scored) == 400 and scored["prediction"].notna().all()

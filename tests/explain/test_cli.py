@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 
 import mlflow
 import pandas as pd
 import pytest
 
-from deepspark.cli.main import main
+from tests.cli.test_cli import assert_one_line_error, invoke
 from tests.conftest import make_table
-
-
-def invoke(capsys, *args):
-    with pytest.raises(SystemExit) as exited:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(code, out, err, pattern):
-    assert code == 2, err
-    assert out == ""
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 def base_args(trained, output, *extra):

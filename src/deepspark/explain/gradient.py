@@ -35,7 +35,7 @@ import pandas as pd
 from deepspark.errors import UserInputError
 from deepspark.explain.base import Explainer, Explanation
 from deepspark.explain.encoded import EncodedNetwork
-from deepspark.explain.tabular import TabularView, feature_frame
+from deepspark.explain.tabular import tabular_batch
 
 logger = logging.getLogger(__name__)
 
@@ -64,36 +64,21 @@ class IntegratedGradientsExplainer(Explainer):
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
         import torch
 
-        view = TabularView(self.model)
+        batch = tabular_batch(self.model, frame, self.background, row_ids)
         split = EncodedNetwork(self.model)
-        rows = feature_frame(frame, view.names)
-        row_ids = np.arange(len(rows)) if row_ids is None else np.asarray(row_ids)
-        matrix = view.to_matrix(rows)
-        background = view.to_matrix(self.background)
-        encoded_rows = split.encode(view.model_inputs(matrix))
-        encoded_background = split.encode(view.model_inputs(background))
-        row_outputs, background_outputs = view.outputs(matrix), view.outputs(background)
-        columns = view.explained_columns(row_outputs)
-        spread = view.spread(background_outputs, columns)
+        encoded_rows = split.encode(batch.view.model_inputs(batch.matrix))
+        encoded_background = split.encode(batch.view.model_inputs(batch.background))
         settings = dict(self.options)
         baselines = _baselines(encoded_background, settings.pop("baseline", "mean"))
-        integrator = _PathIntegrator(split, baselines, self._network_columns(columns))
+        integrator = _PathIntegrator(split, baselines, self._network_columns(batch.columns))
         integrator.settings(**settings)
         with torch.enable_grad():
-            encoded_attributions, steps = integrator.integrate(encoded_rows, spread)
-        attributions = encoded_attributions @ split.groups
-        prediction = row_outputs[np.arange(len(rows)), columns]
-        baseline = integrator.baseline_outputs()
-        return Explanation(
-            method=self.method,
-            row_ids=row_ids,
-            attributions=pd.DataFrame(attributions, columns=view.names),
-            prediction=prediction,
-            baseline=baseline,
-            explained_class=view.class_labels(columns),
-            features=view.decode(matrix),
+            encoded_attributions, steps = integrator.integrate(encoded_rows, batch.spread)
+        return batch.explanation(
+            self.method,
+            encoded_attributions @ split.groups,
+            integrator.baseline_outputs(),
             additive=True,
-            additivity_scale=spread,
             details={"max_integration_steps": int(steps.max()) if len(steps) else 0},
         )
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from deepspark._optional import require
 from deepspark.explain.base import Explainer, Explanation
-from deepspark.explain.tabular import TabularView, feature_frame
+from deepspark.explain.tabular import TabularView, tabular_batch
 
 DEFAULT_SAMPLES = 5000
 # LIME conditions kept for the bar charts of the first rows.
@@ -36,15 +36,11 @@ class LimeExplainer(Explainer):
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
         lime_tabular = require("lime.lime_tabular", feature="'lime' explanations")
-        view = TabularView(self.model)
-        rows = feature_frame(frame, view.names)
-        row_ids = np.arange(len(rows)) if row_ids is None else np.asarray(row_ids)
-        matrix, background = view.to_matrix(rows), view.to_matrix(self.background)
-        row_outputs, background_outputs = view.outputs(matrix), view.outputs(background)
-        columns = view.explained_columns(row_outputs)
-        fill = _medians(background)
+        batch = tabular_batch(self.model, frame, self.background, row_ids)
+        view, matrix = batch.view, batch.matrix
+        fill = _medians(batch.background)
         explainer = lime_tabular.LimeTabularExplainer(
-            _filled(background, fill),
+            _filled(batch.background, fill),
             mode="regression" if self.model.task == "regression" else "classification",
             feature_names=view.names,
             categorical_features=view.categorical_positions,
@@ -53,9 +49,9 @@ class LimeExplainer(Explainer):
             random_state=self.seed,
         )
         attributions = np.zeros_like(matrix)
-        intercepts = np.zeros(len(rows))
+        intercepts = np.zeros(len(matrix))
         conditions = {}
-        for position, (row_id, column) in enumerate(zip(row_ids, columns, strict=True)):
+        for position, (row_id, column) in enumerate(zip(batch.row_ids, batch.columns, strict=True)):
             # LIME's sampler and its discretizer share one RandomState; one per row makes a
             # row's explanation independent of the rows explained before it.
             random_state = np.random.RandomState(self.row_seed(row_id) % 2**32)
@@ -74,17 +70,9 @@ class LimeExplainer(Explainer):
             intercepts[position] = float(result.intercept[label])
             if int(row_id) < _CONDITION_ROWS:
                 conditions[int(row_id)] = [(text, float(w)) for text, w in result.as_list(label)]
-        return Explanation(
-            method=self.method,
-            row_ids=row_ids,
-            attributions=pd.DataFrame(attributions, columns=view.names),
-            prediction=row_outputs[np.arange(len(rows)), columns],
-            baseline=intercepts,
-            explained_class=view.class_labels(columns),
-            features=view.decode(matrix),
-            additive=False,
-            additivity_scale=view.spread(background_outputs, columns),
-            details={"lime_conditions": conditions},
+        details = {"lime_conditions": conditions}
+        return batch.explanation(
+            self.method, attributions, intercepts, additive=False, details=details
         )
 
 

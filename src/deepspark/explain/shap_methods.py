@@ -13,7 +13,7 @@ import pandas as pd
 
 from deepspark._optional import require
 from deepspark.explain.base import Explainer, Explanation
-from deepspark.explain.tabular import TabularView, feature_frame
+from deepspark.explain.tabular import TabularView, tabular_batch
 
 
 class _ShapExplainer(Explainer):
@@ -23,33 +23,19 @@ class _ShapExplainer(Explainer):
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
         shap = require("shap", feature=f"'{self.method}' explanations")
-        view = TabularView(self.model)
-        rows = feature_frame(frame, view.names)
-        row_ids = np.arange(len(rows)) if row_ids is None else np.asarray(row_ids)
-        matrix, background = view.to_matrix(rows), view.to_matrix(self.background)
-        row_outputs, background_outputs = view.outputs(matrix), view.outputs(background)
-        columns = view.explained_columns(row_outputs)
+        batch = tabular_batch(self.model, frame, self.background, row_ids)
         explainers: dict[int, object] = {}
-        attributions = np.zeros_like(matrix)
-        baseline = np.zeros(len(rows))
-        for position, (row_id, column) in enumerate(zip(row_ids, columns, strict=True)):
+        attributions = np.zeros_like(batch.matrix)
+        baseline = np.zeros(len(batch.matrix))
+        for position, (row_id, column) in enumerate(zip(batch.row_ids, batch.columns, strict=True)):
             if column not in explainers:
-                explainers[column] = self._make(shap, _output_function(view, column), background)
+                function = _output_function(batch.view, column)
+                explainers[column] = self._make(shap, function, batch.background)
             np.random.seed(self.row_seed(row_id) % 2**32)
             attributions[position], baseline[position] = self._explain_row(
-                explainers[column], matrix[position : position + 1]
+                explainers[column], batch.matrix[position : position + 1]
             )
-        return Explanation(
-            method=self.method,
-            row_ids=row_ids,
-            attributions=pd.DataFrame(attributions, columns=view.names),
-            prediction=row_outputs[np.arange(len(rows)), columns],
-            baseline=baseline,
-            explained_class=view.class_labels(columns),
-            features=view.decode(matrix),
-            additive=True,
-            additivity_scale=view.spread(background_outputs, columns),
-        )
+        return batch.explanation(self.method, attributions, baseline, additive=True)
 
     def _make(self, shap, function, background: np.ndarray):
         raise NotImplementedError

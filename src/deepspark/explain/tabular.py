@@ -8,6 +8,8 @@ column, and attributions land on raw columns without decoding strings on every m
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +20,7 @@ from deepspark.data.encoding import (
     encode_features,
 )
 from deepspark.data.schema import CATEGORICAL
+from deepspark.explain.base import Explanation
 from deepspark.models.inference import class_probabilities, predict_arrays
 
 MISSING_LEVEL = "(missing)"
@@ -110,6 +113,54 @@ class TabularView:
         return frame
 
 
-def feature_frame(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """The model's columns of ``frame``, positions reset (extra columns dropped)."""
-    return frame[names].reset_index(drop=True)
+@dataclasses.dataclass(frozen=True)
+class TabularBatch:
+    """Rows to explain and the background, as matrices, with the model's outputs on both."""
+
+    view: TabularView
+    row_ids: np.ndarray
+    matrix: np.ndarray
+    background: np.ndarray
+    row_outputs: np.ndarray
+    background_outputs: np.ndarray
+    columns: np.ndarray  # the explained output of each row
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.row_outputs[np.arange(len(self.matrix)), self.columns]
+
+    @property
+    def spread(self) -> np.ndarray:
+        return self.view.spread(self.background_outputs, self.columns)
+
+    def explanation(self, method: str, attributions, baseline, *, additive: bool, details=None):
+        """The ``Explanation`` of these rows for attributions on the matrix's columns."""
+        return Explanation(
+            method=method,
+            row_ids=self.row_ids,
+            attributions=pd.DataFrame(attributions, columns=self.view.names),
+            prediction=self.prediction,
+            baseline=np.asarray(baseline, dtype=np.float64),
+            explained_class=self.view.class_labels(self.columns),
+            features=self.view.decode(self.matrix),
+            additive=additive,
+            additivity_scale=self.spread,
+            details=details or {},
+        )
+
+
+def tabular_batch(model, frame: pd.DataFrame, background: pd.DataFrame, row_ids=None):
+    """Encode rows and background, run the model on both, choose each row's explained output."""
+    view = TabularView(model)
+    rows = frame[view.names].reset_index(drop=True)
+    matrix, background_matrix = view.to_matrix(rows), view.to_matrix(background)
+    row_outputs = view.outputs(matrix)
+    return TabularBatch(
+        view=view,
+        row_ids=np.arange(len(rows)) if row_ids is None else np.asarray(row_ids),
+        matrix=matrix,
+        background=background_matrix,
+        row_outputs=row_outputs,
+        background_outputs=view.outputs(background_matrix),
+        columns=view.explained_columns(row_outputs),
+    )

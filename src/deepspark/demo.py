@@ -25,16 +25,18 @@ def main() -> None:
     from deepspark.data.readers import read_table
 
     OUTPUT.mkdir(exist_ok=True)
-    log.info("1/5 training on the bundled 'diabetes' table (70/15/15 split)")
+    log.info("1/6 training on the bundled 'diabetes' table (70/15/15 split)")
     result = deepspark.train(
         "diabetes", hidden=(64, 32), dropout=0.1, batch_size=32, run_name="demo-diabetes"
     )
-    log.info("2/5 scoring a file with the logged model")
+    log.info("2/6 scoring a file with the logged model")
     to_score = OUTPUT / "diabetes_to_score.csv"
     read_table("diabetes").drop(columns="disease_progression").to_csv(to_score, index=False)
     scored_path = OUTPUT / "diabetes_scored.csv"
     scored = deepspark.predict(result.model_uri, to_score, output=scored_path, overwrite=True)
-    log.info("3/5 the same network on 2 data-parallel workers (local launcher, 5 epochs)")
+    log.info("3/6 Spark: scoring the same file with the UDF, then with a SQL query")
+    spark_scored, sql_rows = _spark_step(result.model_uri, to_score)
+    log.info("4/6 the same network on 2 data-parallel workers (local launcher, 5 epochs)")
     distributed = deepspark.train(
         "diabetes",
         hidden=(64, 32),
@@ -44,7 +46,7 @@ def main() -> None:
         launcher="local",
         run_name="demo-diabetes-2-workers",
     )
-    log.info("4/5 explaining 50 rows with integrated gradients (raw columns)")
+    log.info("5/6 explaining 50 rows with integrated gradients (raw columns)")
     explanation = deepspark.explain(
         result.model_uri,
         to_score,
@@ -53,7 +55,7 @@ def main() -> None:
         output=OUTPUT / "explanation",
         overwrite=True,
     )
-    log.info("5/5 done")
+    log.info("6/6 done")
 
     uri = mlflow.get_tracking_uri()
     lines = [
@@ -66,6 +68,7 @@ def main() -> None:
         f"{result.metrics['test_mae']:.2f}  R2 {result.metrics['test_r2']:.3f}  "
         f"(scored once, on {result.rows['test']} held-out rows)",
         f"  scored file   {scored_path} ({len(scored)} rows, column 'prediction')",
+        f"  spark         {spark_scored} (Parquet); SQL: {sql_rows}",
         f"  explanation   {explanation.outputs['index_html']}  (additivity error "
         f"{explanation.summary['max_additivity_error']:.1e} of the prediction spread)",
         f"  2 workers     run {distributed.run_id}: {distributed.epochs_completed} epochs, "
@@ -75,11 +78,35 @@ def main() -> None:
         "Next:",
         "  deepspark runs                       # runs with status and metrics",
         f"  deepspark predict --model {result.model_uri} --data FILE --output OUT.csv",
-        f"  deepspark explain --model {result.model_uri} --data FILE --method kernel "
-        "--output DIR",
+        f"  deepspark predict --spark --model {result.model_uri} --data FILE_OR_TABLE "
+        "--output OUT_DIR",
+        f"  deepspark explain --model {result.model_uri} --data FILE --method kernel --output DIR",
         f"  mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _spark_step(model_uri: str, to_score: Path) -> tuple[Path, str]:
+    """Score with deepspark's Spark UDF (Parquet out) and through SQL; returns the output folder
+    and a one-line summary of the query."""
+    from deepspark.spark import get_session
+    from deepspark.spark.jobs import score_to_parquet
+
+    spark = get_session("local[2]")
+    output = OUTPUT / "diabetes_scored_spark"
+    score_to_parquet(str(to_score), model_uri, output=str(output), overwrite=True)
+    query = (
+        "SELECT round(avg(progression), 1) AS mean, round(max(progression), 1) AS highest "
+        "FROM (SELECT diabetes_model(struct(*)) AS progression FROM patients)"
+    )
+    sql_output = OUTPUT / "diabetes_sql"
+    score_to_parquet(
+        str(to_score), model_uri, output=str(sql_output), overwrite=True,
+        sql=query, function_name="diabetes_model", view="patients",
+    )  # fmt: skip
+    row = spark.read.parquet(str(sql_output)).first()
+    spark.stop()
+    return output, f"mean predicted progression {row['mean']}, highest {row['highest']}"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def test_demo_end_to_end(workdir):
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=500,
         env=os.environ.copy(),
     )
     assert done.returncode == 0, done.stderr
@@ -29,6 +29,11 @@ def test_demo_end_to_end(workdir):
     scored = pd.read_csv(workdir / "demo-output" / "diabetes_scored.csv")
     assert len(scored) == 442 and scored["prediction"].notna().all()
     assert model_uri.startswith("models:/")
+    spark_scored = pd.read_parquet(workdir / "demo-output" / "diabetes_scored_spark")
+    assert len(spark_scored) == 442
+    assert abs(spark_scored["prediction"].sum() - scored["prediction"].sum()) < 1e-3 * 442
+    mean = float(re.search(r"SQL: mean predicted progression (\S+),", done.stdout).group(1))
+    assert abs(mean - scored["prediction"].mean()) < 0.1
     index = re.search(r"explanation\s+(\S+index\.html)", done.stdout).group(1)
     assert 'src="beeswarm.png"' in open(index).read()
     assert len(pd.read_csv(workdir / "demo-output" / "explanation" / "attributions.csv")) == 50

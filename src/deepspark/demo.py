@@ -36,12 +36,12 @@ def main() -> None:
     scored = deepspark.predict(result.model_uri, to_score, output=scored_path, overwrite=True)
     log.info("3/6 Spark: scoring the same file with the UDF, then with a SQL query")
     spark_scored, sql_rows = _spark_step(result.model_uri, to_score)
-    log.info("4/6 the same network on 2 data-parallel workers (local launcher, 5 epochs)")
+    log.info("4/6 the same network on 2 data-parallel workers (local launcher, 3 epochs)")
     distributed = deepspark.train(
         "diabetes",
         hidden=(64, 32),
         batch_size=16,
-        epochs=5,
+        epochs=3,
         workers=2,
         launcher="local",
         run_name="demo-diabetes-2-workers",

@@ -18,7 +18,7 @@ from tests.integration.test_resume import wait_for_epoch
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
-EPOCHS = 6
+EPOCHS = 5
 
 
 def worker_pids(parent: int) -> dict[int, int]:
@@ -41,7 +41,7 @@ def worker_pids(parent: int) -> dict[int, int]:
 
 def test_killed_worker_restarts_from_last_checkpoint(workdir):
     data = workdir / "table.csv"
-    make_table(rows=700).to_csv(data, index=False)
+    make_table(rows=400).to_csv(data, index=False)
     command = [sys.executable, "-m", "deepspark", "train", "--data", str(data), "--target", "y"]
     command += ["--hidden", "32,32", "--epochs", str(EPOCHS), "--batch-size", "16"]
     command += ["--patience", "100", "--no-reduce-lr", "--workers", "2", "--json"]

@@ -96,3 +96,13 @@ def fit_on_shard() -> dict:
         "world": world,
         "optimizer_class": type(model.optimizer).__name__,
     }
+
+
+def fail_on_rank_one() -> None:
+    """Rank 1 raises while rank 0 waits for it in a collective."""
+    from deepspark.distributed import rank
+    from deepspark.distributed.backends import get_backend
+
+    if rank() == 1:
+        raise ValueError("rank 1 cannot go on")
+    get_backend().barrier()

@@ -5,8 +5,8 @@ distributed callbacks never care which one runs underneath::
 
     backend = deepspark.distributed.init()        # torch.distributed from torchrun-style env
     backend.rank, backend.size
-    backend.allreduce_sum_(tensor)                # in place, every rank gets the sum
-    backend.broadcast_(tensor, root=0)            # in place
+    backend.allreduce_sum_(tensor, name="grads")  # in place, every rank gets the sum
+    backend.broadcast_(tensor, root=0, name="w")  # in place
     backend.broadcast_object(obj, root=0)         # any picklable object
 
 ``torch``: rendezvous from ``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` / ``WORLD_SIZE`` (what the
@@ -23,7 +23,7 @@ import socket
 
 from deepspark._optional import require
 from deepspark.config import DISTRIBUTED_BACKENDS as BACKENDS
-from deepspark.errors import UserInputError
+from deepspark.errors import MissingDependencyError, UserInputError
 
 logger = logging.getLogger("deepspark.distributed")
 
@@ -40,11 +40,15 @@ class CommunicationBackend:
     size = 1
     local_rank = 0
 
-    def allreduce_sum_(self, tensor):
-        """Sum ``tensor`` over all ranks, in place; returns it."""
+    def allreduce_sum_(self, tensor, *, name: str):
+        """Sum ``tensor`` over all ranks, in place; returns it.
+
+        ``name`` says what is reduced; the same name for the same kind of tensor each step lets
+        Horovod reuse its negotiation (its response cache), torch ignores it.
+        """
         raise NotImplementedError
 
-    def broadcast_(self, tensor, *, root: int = 0):
+    def broadcast_(self, tensor, *, root: int = 0, name: str):
         """Overwrite ``tensor`` with ``root``'s copy, in place; returns it."""
         raise NotImplementedError
 
@@ -83,11 +87,11 @@ class TorchDistributedBackend(CommunicationBackend):
         self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
         self.process_group_backend = dist.get_backend()
 
-    def allreduce_sum_(self, tensor):
+    def allreduce_sum_(self, tensor, *, name: str):
         self._dist.all_reduce(tensor, op=self._dist.ReduceOp.SUM)
         return tensor
 
-    def broadcast_(self, tensor, *, root: int = 0):
+    def broadcast_(self, tensor, *, root: int = 0, name: str):
         self._dist.broadcast(tensor, src=root)
         return tensor
 
@@ -110,17 +114,25 @@ class HorovodBackend(CommunicationBackend):
     name = "horovod"
 
     def __init__(self):
-        self._hvd = require("horovod.torch", feature="The Horovod backend")
+        try:
+            self._hvd = require("horovod.torch", feature="The Horovod backend")
+        except MissingDependencyError as error:
+            # Horovod 0.28.1's sdist does not build against torch >= 2.1 as released.
+            raise MissingDependencyError(
+                "The Horovod backend needs Horovod 0.28.1 built for this torch; build and "
+                "install it with `make horovod` (scripts/build_horovod.sh, C++17 fix, cached "
+                f"wheel). Received: {error}"
+            ) from error
         self._hvd.init()
         self.rank, self.size = self._hvd.rank(), self._hvd.size()
         self.local_rank = self._hvd.local_rank()
         self.process_group_backend = "gloo" if self._hvd.gloo_built() else "mpi"
 
-    def allreduce_sum_(self, tensor):
-        return self._hvd.allreduce_(tensor, op=self._hvd.Sum)
+    def allreduce_sum_(self, tensor, *, name: str):
+        return self._hvd.allreduce_(tensor, op=self._hvd.Sum, name=f"deepspark.{name}")
 
-    def broadcast_(self, tensor, *, root: int = 0):
-        return self._hvd.broadcast_(tensor, root_rank=root)
+    def broadcast_(self, tensor, *, root: int = 0, name: str):
+        return self._hvd.broadcast_(tensor, root_rank=root, name=f"deepspark.{name}")
 
     def broadcast_object(self, value, *, root: int = 0):
         return self._hvd.broadcast_object(value, root_rank=root)

@@ -25,9 +25,9 @@ def broadcast_variables(variables, backend: CommunicationBackend, *, root: int =
     groups: dict = {}
     for variable in variables:
         groups.setdefault(variable.value.dtype, []).append(variable)
-    for group in groups.values():
+    for dtype, group in groups.items():
         flat = torch.cat([variable.value.detach().reshape(-1) for variable in group])
-        backend.broadcast_(flat, root=root)
+        backend.broadcast_(flat, root=root, name=f"broadcast.{dtype}.{flat.numel()}")
         offset = 0
         for variable in group:
             count = variable.value.numel()
@@ -51,7 +51,7 @@ def allreduce_metric_state(model, backend: CommunicationBackend) -> None:
     flat = torch.cat(
         [variable.value.detach().reshape(-1).to(torch.float64) for variable in variables]
     )
-    backend.allreduce_sum_(flat)
+    backend.allreduce_sum_(flat, name="metrics")
     offset = 0
     for variable in variables:
         count = variable.value.numel()

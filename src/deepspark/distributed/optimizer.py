@@ -120,7 +120,7 @@ def average_gradients(grads: list, backend: CommunicationBackend, *, loss_flag=N
     if loss_flag is not None:
         parts.append(loss_flag.to(parts[0].dtype))
     flat = torch.cat(parts)
-    backend.allreduce_sum_(flat)
+    backend.allreduce_sum_(flat, name="gradients")
     if backend.size > 1:  # one pass less over every gradient in a world of one
         flat.div_(backend.size)
     averaged = list(grads)

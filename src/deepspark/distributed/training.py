@@ -32,27 +32,12 @@ def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: s
     """Train ``prepared`` on ``config.workers`` ranks; returns the ``FitOutcome`` of rank 0."""
     import mlflow
 
-    from deepspark.training.fit import FitOutcome, _relog_missing_epochs, build_compiled_model
+    from deepspark.training.fit import FitOutcome, _relog_missing_epochs
 
     config = prepared.config
     launcher = config.launcher or "local"
     backend = config.backend or default_backend(launcher)
-    shards = write_shards(
-        {split: (prepared.inputs[split], prepared.targets[split]) for split in ("train", "val")},
-        world_size=config.workers,
-        key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
-    )
-    initial_model = build_compiled_model(prepared)
-    # A built optimizer saves all its slots, so every rank loads the same complete state.
-    initial_model.optimizer.build(initial_model.trainable_variables)
-    job = WorkerJob(
-        config=config.to_dict(),
-        shards=shards,
-        initial_model=model_to_bytes(initial_model),
-        checkpoint_dir=str(Path(store.directory).resolve()),
-        run_id=run_id,
-        tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
-    )
+    job = _worker_job(prepared, store, run_id=run_id)
     mlflow.set_tags({WORLD_SIZE_TAG: config.workers, LAUNCHER_TAG: launcher})
     restarts: list[int] = []
 
@@ -77,18 +62,36 @@ def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: s
         on_restart=relog_checkpointed_epochs,
     )
     mlflow.log_metric("restarts", len(restarts))
-    outcome = result["outcome"]
     return FitOutcome(
         model=model_from_bytes(result["model"]),
-        history=outcome["history"],
-        epochs_completed=outcome["epochs_completed"],
-        best_epoch=outcome["best_epoch"],
-        stopped_early=outcome["stopped_early"],
-        diverged_at=outcome["diverged_at"],
-        resumed_from_epoch=outcome["resumed_from_epoch"],
+        **result["outcome"],
         world_size=config.workers,
         launcher=launcher,
         restarts=len(restarts),
+    )
+
+
+def _worker_job(prepared: PreparedData, store: CheckpointStore, *, run_id: str) -> WorkerJob:
+    """Shards (written once, cached), the compiled initial model, where to checkpoint and log."""
+    import mlflow
+
+    from deepspark.training.fit import build_compiled_model
+
+    shards = write_shards(
+        {split: (prepared.inputs[split], prepared.targets[split]) for split in ("train", "val")},
+        world_size=prepared.config.workers,
+        key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
+    )
+    initial_model = build_compiled_model(prepared)
+    # A built optimizer saves all its slots, so every rank loads the same complete state.
+    initial_model.optimizer.build(initial_model.trainable_variables)
+    return WorkerJob(
+        config=prepared.config.to_dict(),
+        shards=shards,
+        initial_model=model_to_bytes(initial_model),
+        checkpoint_dir=str(Path(store.directory).resolve()),
+        run_id=run_id,
+        tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
     )
 
 

@@ -63,15 +63,9 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     state = backend.broadcast_object(store.read_state() if backend.rank == 0 else None)
     start_epoch = state["epoch"] + 1 if state else 0
     keras.utils.set_random_seed(config.seed + 1000 * backend.rank + start_epoch)
-    if state is not None and backend.rank == 0:
-        model = store.load_model(state)
-    else:
-        model = model_from_bytes(job.initial_model)
     target_rate = _target_learning_rate(config, backend.size)
-    if state is None:
-        model.optimizer.learning_rate = (
-            target_rate / backend.size if config.warmup_epochs else target_rate
-        )
+    fresh_rate = target_rate / backend.size if config.warmup_epochs else target_rate
+    model = _rank_model(job, store, state, rank=backend.rank, fresh_rate=fresh_rate)
     DistributedOptimizer(model.optimizer, backend=backend)
     history = list(state["history"]) if state else []
     callbacks, nan_guard, early_stopping = _rank_callbacks(
@@ -100,6 +94,17 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
         "resumed_from_epoch": start_epoch if state is not None else None,
     }
     return {"outcome": outcome, "model": model_to_bytes(model)}
+
+
+def _rank_model(job: WorkerJob, store: CheckpointStore, state, *, rank: int, fresh_rate: float):
+    """Rank 0 resumes from the checkpoint; the others start from the initial model and receive
+    rank 0's state at train begin. A fresh start sets the (scaled) learning rate."""
+    if state is not None and rank == 0:
+        return store.load_model(state)
+    model = model_from_bytes(job.initial_model)
+    if state is None:
+        model.optimizer.learning_rate = fresh_rate
+    return model
 
 
 def _target_learning_rate(config: TrainConfig, world_size: int) -> float:

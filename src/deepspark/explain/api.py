@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def explain(
 
 
 def _check_count(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise UserInputError(f"--{name} must be a positive integer. Received: {name}={value!r}")
 
 

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 BASELINES = ("mean", "background")
 DEFAULT_TOLERANCE = 0.002
 DEFAULT_START_STEPS = 8
-DEFAULT_MAX_STEPS = 1024
+DEFAULT_MAX_STEPS = 4096
 _POINTS_PER_BATCH = 65_536
 _PAIRS_PER_CHUNK = 8_192
 
@@ -55,7 +55,7 @@ class IntegratedGradientsExplainer(Explainer):
         tolerance: Largest accepted completeness gap per row, as a share of the output's
             standard deviation over the background (default 0.002).
         start_steps: Trapezoid steps before the first check (default 8).
-        max_steps: Most steps per row; rows still above tolerance are logged (default 1024).
+        max_steps: Most steps per row; rows still above tolerance are logged (default 4096).
     """
 
     method = "gradient"

@@ -70,7 +70,10 @@ def explain_on_spark(model, data, *, method, rows, background, seed, options, ma
     from deepspark.spark.session import get_session, read_source
 
     spark = get_session(master)
-    source = data if hasattr(data, "sparkSession") else read_source(spark, data)
+    if isinstance(data, pd.DataFrame):
+        source = spark.createDataFrame(data)
+    else:
+        source = data if hasattr(data, "sparkSession") else read_source(spark, data)
     require_columns(pd.DataFrame(columns=source.columns), model.schema)
     indexed = _with_row_ids(source.select(*model.feature_names)).cache()
     total = indexed.count()

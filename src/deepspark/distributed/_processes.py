@@ -85,7 +85,11 @@ def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subpr
     for rank in range(workers):
         rank_env = {**env, **rendezvous, "RANK": str(rank), "LOCAL_RANK": str(rank)}
         # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
-        processes.append(subprocess.Popen(_entry_command(job_dir), env=rank_env, stdout=2))
+        processes.append(
+            subprocess.Popen(
+                _entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=_die_with_parent
+            )
+        )
     return processes
 
 
@@ -95,7 +99,18 @@ def _start_horovodrun(job_dir: Path, workers: int, env: dict[str, str]) -> subpr
         horovodrun = Path(shutil.which("horovodrun") or "horovodrun")
     command = [str(horovodrun), "--gloo", "-np", str(workers), "-H", f"localhost:{workers}"]
     command += ["--gloo-timeout-seconds", "60", *_entry_command(job_dir)]
-    return subprocess.Popen(command, env=env, stdout=2, start_new_session=True)
+    return subprocess.Popen(
+        command, env=env, stdout=2, start_new_session=True, preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: if the launcher is SIGKILLed, its workers must not train on
+    (and write checkpoints) as orphans; Linux delivers SIGKILL to them when it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _supervise(processes: list[subprocess.Popen], job_dir: Path) -> None:

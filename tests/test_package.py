@@ -32,6 +32,7 @@ def test_public_api():
         "TrainConfig",
         "TrainResult",
         "__version__",
+        "explain",
         "list_runs",
         "load_model",
         "predict",
@@ -39,3 +40,4 @@ def test_public_api():
     }
     for name in deepspark.__all__:
         assert getattr(deepspark, name) is not None
+    assert callable(deepspark.explain)

@@ -59,6 +59,7 @@ def test_rows_beyond_the_data_explain_all_and_say_so(regression_model, tmp_path,
     assert json.loads(out)["max_additivity_error"] is None
     assert "more than the data's 7 rows: explaining all" in err
     assert (tmp_path / "out" / "lime_row0.png").exists()
+    assert not (tmp_path / "out" / "waterfall_row0.png").exists()  # LIME is not additive
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ Contents::
                                    per raw feature
     importance.png                 mean |attribution| per feature
     beeswarm.png                   every row's attributions, coloured by feature value
-    waterfall_row<ID>.png          baseline -> prediction for the first rows
+    waterfall_row<ID>.png          baseline -> prediction for the first rows (additive methods)
     lime_row<ID>.png               LIME's conditions for the first rows (method lime)
     summary.json                   the figures ``--json`` prints
     index.html                     all of the above on one page
@@ -90,7 +90,9 @@ def _write_contents(explanation: Explanation, folder: Path, summary: dict) -> di
         plots.importance_bar(explanation, folder / "importance.png")
         plots.beeswarm(explanation, folder / "beeswarm.png")
         images += [("Global importance", "importance.png"), ("Summary", "beeswarm.png")]
-        for position in range(min(WATERFALL_ROWS, len(explanation))):
+        # A waterfall walks from the baseline to the prediction: only additive methods do.
+        waterfall_rows = WATERFALL_ROWS if explanation.additive else 0
+        for position in range(min(waterfall_rows, len(explanation))):
             row_id = int(explanation.row_ids[position])
             name = f"waterfall_row{row_id}.png"
             plots.waterfall(explanation, position, folder / name)

@@ -11,6 +11,7 @@ lost worker (``WorkerLostError``), which ``run`` may retry.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from deepspark._optional import require
@@ -37,39 +38,39 @@ def launch(train_fn, args, *, workers: int, backend: str, attempt: int):
         session.sparkContext.master,
         backend,
     )
+    if backend == "horovod":
+        horovod_spark = require("horovod.spark", feature="The spark launcher with Horovod")
+        job = functools.partial(
+            horovod_spark.run,
+            run_rank,
+            args=(train_fn, tuple(args), "horovod"),
+            num_proc=workers,
+            use_gloo=True,
+            verbose=0,
+        )
+    else:
+        job = functools.partial(
+            _torch_distributor(session, workers).run, run_rank, train_fn, tuple(args), "torch"
+        )
+    # Set-up errors (above) propagate as they are; failures of the job itself are classified.
     try:
-        if backend == "horovod":
-            return _horovod_spark(train_fn, args, workers=workers)
-        return _torch_distributor(train_fn, args, workers=workers)
-    except (WorkerFailedError, WorkerLostError):
-        raise
+        results = job()
     except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
         text = str(error)
         if NO_RETRY_MARKER in text:
             raise WorkerFailedError(_tail(text[text.index(NO_RETRY_MARKER) :])) from error
         raise WorkerLostError(f"a Spark task failed: {_tail(text)}") from error
+    return results[0] if backend == "horovod" else results
 
 
-def _torch_distributor(train_fn, args, *, workers: int):
+def _torch_distributor(session, workers: int):
     import torch
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    distributor = TorchDistributor(
-        num_processes=workers, local_mode=False, use_gpu=torch.cuda.is_available()
-    )
-    return distributor.run(run_rank, train_fn, tuple(args), "torch")
-
-
-def _horovod_spark(train_fn, args, *, workers: int):
-    horovod_spark = require("horovod.spark", feature="The spark launcher with Horovod")
-    results = horovod_spark.run(
-        run_rank,
-        args=(train_fn, tuple(args), "horovod"),
-        num_proc=workers,
-        use_gloo=True,
-        verbose=0,
-    )
-    return results[0]
+    # GPUs only when Spark hands them to tasks; otherwise TorchDistributor refuses to start.
+    gpu_per_task = session.conf.get("spark.task.resource.gpu.amount", "0")
+    use_gpu = torch.cuda.is_available() and float(gpu_per_task or 0) > 0
+    return TorchDistributor(num_processes=workers, local_mode=False, use_gpu=use_gpu)
 
 
 def _tail(text: str) -> str:

@@ -189,7 +189,7 @@ class DistributedNanGuard(NanGuard):
 
     def on_train_batch_end(self, batch, logs=None):
         flag = getattr(self.model.optimizer, "nonfinite_loss_on_any_rank", None)
-        if flag is not None and bool(flag):
+        if flag is not None and bool(flag > 0):
             self.failed_at = (self.epoch, batch)
             self.model.stop_training = True
 

@@ -134,12 +134,14 @@ def run_rank(train_fn: Callable[..., Any], args: Sequence[Any], backend: str) ->
     _configure_worker_logging()
     joined = backends.init(backend)
     try:
-        return train_fn(*args)
+        result = train_fn(*args)
     except Exception as error:
+        # No orderly shutdown here: the group stays up until this process has reported its
+        # error and exits, so the peers' "connection reset" errors come after the real one.
         raise RuntimeError(f"{NO_RETRY_MARKER} {type(error).__name__}: {error}") from error
-    finally:
-        if joined.name == "torch":
-            backends.shutdown()
+    if joined.name == "torch":
+        backends.shutdown()
+    return result
 
 
 def _configure_worker_logging() -> None:

@@ -35,7 +35,7 @@ class _DistributedApply:
         # whether it is finite (a tensor, no device sync) to reduce it with the gradients.
         import torch
 
-        self._deepspark_loss_flag = (~torch.isfinite(loss.detach())).reshape(1)
+        self._deepspark_loss_flag = torch.isfinite(loss.detach()).logical_not().reshape(1)
         return super().scale_loss(loss)
 
     def apply(self, grads, trainable_variables=None):
@@ -108,7 +108,7 @@ def average_gradients(grads: list, backend: CommunicationBackend, *, loss_flag=N
             summed in the same allreduce.
 
     Returns:
-        The averaged gradients, and a 0-d tensor that is true when any rank flagged its loss
+        The averaged gradients, and a 1-element tensor, positive when any rank flagged its loss
         (``None`` without ``loss_flag``).
     """
     import torch
@@ -123,13 +123,11 @@ def average_gradients(grads: list, backend: CommunicationBackend, *, loss_flag=N
     backend.allreduce_sum_(flat, name="gradients")
     if backend.size > 1:  # one pass less over every gradient in a world of one
         flat.div_(backend.size)
+    pieces = flat.split([part.numel() for part in parts])
     averaged = list(grads)
-    offset = 0
-    for index in present:
-        count = grads[index].numel()
-        averaged[index] = flat[offset : offset + count].view_as(grads[index])
-        offset += count
-    return averaged, (flat[-1] > 0) if loss_flag is not None else None
+    for index, piece in zip(present, pieces, strict=False):
+        averaged[index] = piece.view(grads[index].shape)
+    return averaged, pieces[-1] if loss_flag is not None else None
 
 
 def _distributed_class(optimizer_class: type) -> type:

@@ -18,24 +18,29 @@ def quote(name: str) -> str:
 
 
 def feature_struct(frame, schema: FeatureSchema):
-    """The model's features of ``frame`` as one struct column, cast to what the model takes.
+    """The model's features of ``frame`` as one struct column (see ``feature_columns``)."""
+    from pyspark.sql import functions as F
+
+    return F.struct(*feature_columns(frame, schema))
+
+
+def feature_columns(frame, schema: FeatureSchema) -> list:
+    """The model's features of ``frame``, cast to what the model takes, in the model's order.
 
     Args:
         frame: A Spark DataFrame.
         schema: The model's feature schema.
 
     Returns:
-        A ``pyspark.sql.Column``: ``struct(<feature>, ...)`` in the model's feature order.
+        One ``pyspark.sql.Column`` per feature, named after it.
 
     Raises:
         UserInputError: Missing columns (all named) or a column of a type that cannot be cast
             safely (named, with its type).
     """
-    from pyspark.sql import functions as F
-
     require_columns(frame, schema)
     types = {field.name: field.dataType for field in frame.schema.fields}
-    return F.struct(*[_bound_column(spec, types[spec.name]) for spec in schema.features])
+    return [_bound_column(spec, types[spec.name]) for spec in schema.features]
 
 
 def _bound_column(spec: FeatureSpec, data_type):

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 
 from deepspark.errors import UserInputError
-from deepspark.spark.columns import feature_struct, quote
-from deepspark.spark.udf import make_scoring_udf, ship_model
+from deepspark.spark.columns import feature_columns, quote
+from deepspark.spark.udf import make_column_udf, make_scoring_udf, ship_model
 from deepspark.tracking.model import DeepsparkModel, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -22,12 +22,14 @@ class SparkModel:
     Attributes:
         model: The model, loaded on the driver (its schema drives column binding and types).
         shipped_name: The name executors load it under (``SparkFiles``).
-        udf: The pandas UDF taking ``struct(<features>)``.
+        udf: The pandas UDF taking ``struct(<features>)`` (SQL).
+        column_udf: The pandas UDF taking the features as separate columns (faster).
     """
 
     model: DeepsparkModel
     shipped_name: str
     udf: object
+    column_udf: object
 
 
 def spark_model(spark, model_uri: str) -> SparkModel:
@@ -39,7 +41,12 @@ def spark_model(spark, model_uri: str) -> SparkModel:
     model_dir = resolve_model_dir(model_uri)
     model = DeepsparkModel.from_directory(model_dir)
     shipped_name = ship_model(spark, model_dir)
-    return SparkModel(model, shipped_name, make_scoring_udf(shipped_name, model.schema))
+    return SparkModel(
+        model,
+        shipped_name,
+        make_scoring_udf(shipped_name, model.schema),
+        make_column_udf(shipped_name, model.schema),
+    )
 
 
 def predict(
@@ -75,12 +82,12 @@ def predict(
     spark = frame.sparkSession
     set_arrow_batch_rows(spark, batch_rows)
     resolved = spark_model(spark, model_uri)
-    features = feature_struct(frame, resolved.model.schema)
+    features = feature_columns(frame, resolved.model.schema)
     outputs = [prediction_col]
     if resolved.model.task != "regression":
         outputs.append(probability_col)
     kept = [quote(name) for name in frame.columns if name not in outputs]
-    scored = resolved.udf(features)
+    scored = resolved.column_udf(*features)
     if resolved.model.task == "regression":
         return frame.select(*kept, scored.alias(prediction_col))
     from pyspark.sql import functions as F

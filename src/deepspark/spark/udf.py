@@ -116,28 +116,65 @@ def _label_type(labels):
 
 
 def make_scoring_udf(shipped_name: str, schema: FeatureSchema):
-    """The pandas UDF scoring one struct column of raw features with the shipped model."""
+    """The pandas UDF scoring one struct column of raw features (the SQL form:
+    ``model(struct(*))``), bound by field name."""
     from pyspark.sql.functions import pandas_udf
 
-    labels = [str(label) for label in schema.class_labels]
-
-    def score_regression(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+    def score_struct_regression(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
         model = worker_model(shipped_name)
         for batch in batches:
-            yield pd.Series(model.predict_output(batch).reshape(-1).astype(np.float64))
+            yield _score(model, batch)
 
-    def score_classification(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def score_struct_classification(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = worker_model(shipped_name)
         for batch in batches:
-            yield _classification_frame(model, model.predict_output(batch), labels)
+            yield _score(model, batch)
 
-    scorer = score_regression if schema.task == "regression" else score_classification
+    regression = schema.task == "regression"
+    scorer = score_struct_regression if regression else score_struct_classification
     return pandas_udf(scorer, returnType=output_type(schema))
 
 
-def _classification_frame(model: DeepsparkModel, output: np.ndarray, labels: list[str]):
+def make_column_udf(shipped_name: str, schema: FeatureSchema):
+    """The pandas UDF taking the model's features as separate columns, in schema order.
+
+    Spark hands separate columns to pandas several times faster than one struct column (see
+    benchmarks/bench_spark_scoring.py), so the DataFrame API uses this form.
+    """
+    from pyspark.sql.functions import pandas_udf
+
+    if len(schema.features) == 1:  # one column arrives as a Series, not a tuple
+        return make_scoring_udf(shipped_name, schema)
+    names = schema.feature_names
+
+    def score_columns_regression(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+        model = worker_model(shipped_name)
+        for columns in batches:
+            yield _score(model, pd.DataFrame(dict(zip(names, columns, strict=True))))
+
+    def score_columns_classification(
+        batches: Iterator[tuple[pd.Series, ...]],
+    ) -> Iterator[pd.DataFrame]:
+        model = worker_model(shipped_name)
+        for columns in batches:
+            yield _score(model, pd.DataFrame(dict(zip(names, columns, strict=True))))
+
+    regression = schema.task == "regression"
+    scorer = score_columns_regression if regression else score_columns_classification
+    return pandas_udf(scorer, returnType=output_type(schema))
+
+
+def _score(model: DeepsparkModel, batch: pd.DataFrame) -> pd.Series | pd.DataFrame:
+    output = model.predict_output(batch)
+    if model.task == "regression":
+        return pd.Series(output.reshape(-1).astype(np.float64))
+    return _classification_frame(model, output)
+
+
+def _classification_frame(model: DeepsparkModel, output: np.ndarray) -> pd.DataFrame:
     from deepspark.models.inference import class_probabilities, format_predictions
 
+    labels = [str(label) for label in model.schema.class_labels]
     predictions = format_predictions(output, model.schema)["prediction"]
     probabilities = class_probabilities(output, model.schema.task)
     records = pd.DataFrame(probabilities, columns=labels).to_dict("records")

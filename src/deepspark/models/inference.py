@@ -27,6 +27,8 @@ def predict_arrays(model, inputs: dict[str, np.ndarray], *, batch_rows: int = DE
     import torch
 
     rows = len(next(iter(inputs.values())))
+    # Even chunks: 10,000 rows run as 2 x 5,000, not 8,192 + a small, inefficient 1,808.
+    batch_rows = -(-rows // max(1, -(-rows // batch_rows))) if rows else batch_rows
     outputs = []
     with torch.inference_mode():
         for start in range(0, rows, batch_rows):

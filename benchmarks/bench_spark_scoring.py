@@ -81,8 +81,8 @@ def measure(model_uri: str, frame, *, cores: int) -> dict:
     mlflow_scored.limit(1000).write.format("noop").mode("overwrite").save()  # warm
     mlflow_seconds = timed_noop(mlflow_scored)
 
-    # Where the time goes: Spark + Arrow + pandas for the same struct, with a UDF that does no work.
-    empty_udf_seconds = timed_noop(df.select(empty_udf(F.struct(*features))))
+    # Where the time goes: Spark + Arrow + pandas for the same columns, with a UDF doing no work.
+    empty_udf_seconds = timed_noop(df.select(empty_udf(features)))
 
     deepspark_rate = rows / deepspark_seconds
     mlflow_rate = rows / mlflow_seconds
@@ -118,15 +118,15 @@ def in_process_rows_per_second(model, frame, torch) -> float:
         torch.set_num_threads(threads)
 
 
-def empty_udf(column):
-    """A pandas UDF on the same input that returns zeros: Spark's own cost per row."""
+def empty_udf(columns):
+    """A pandas UDF on the same columns that returns zeros: Spark's own cost per row."""
     from pyspark.sql import functions as F
 
-    def zeros(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+    def zeros(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
         for batch in batches:
-            yield pd.Series(np.zeros(len(batch)))
+            yield pd.Series(np.zeros(len(batch[0])))
 
-    return F.pandas_udf(zeros, "double")(column)
+    return F.pandas_udf(zeros, "double")(*columns)
 
 
 def timed_noop(scored) -> float:

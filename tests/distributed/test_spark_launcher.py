@@ -3,6 +3,7 @@ the Horovod backend), on local[2] and on a local-cluster (separate executor JVMs
 exactness as the local launcher."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,8 +26,11 @@ def test_spark_launcher_on_local_master(spark, workdir):
 @pytest.mark.horovod
 def test_horovod_spark_run_on_local_master(spark, workdir):
     pytest.importorskip("horovod.spark", reason="Horovod is not built; run `make horovod`")
+    handlers = [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)]
     result = run(fit_on_shard, workers=2, launcher="spark", backend="horovod")
     assert_matches_single_process(result)
+    # horovod.spark.run leaves its own handlers behind; Ctrl-C must still interrupt afterwards
+    assert [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)] == handlers
 
 
 def test_spark_launcher_on_local_cluster(workdir):

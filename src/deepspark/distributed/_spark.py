@@ -11,8 +11,11 @@ lost worker (``WorkerLostError``), which ``run`` may retry.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
+import threading
 
 from deepspark._optional import require
 from deepspark.distributed.launch import (
@@ -54,13 +57,29 @@ def launch(train_fn, args, *, workers: int, backend: str, attempt: int):
         )
     # Set-up errors (above) propagate as they are; failures of the job itself are classified.
     try:
-        results = job()
+        with _signal_handlers_kept():
+            results = job()
     except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
         text = str(error)
         if NO_RETRY_MARKER in text:
             raise WorkerFailedError(_tail(text[text.index(NO_RETRY_MARKER) :])) from error
         raise WorkerLostError(f"a Spark task failed: {_tail(text)}") from error
     return results[0] if backend == "horovod" else results
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """horovod.spark.run installs SIGINT/SIGTERM handlers in the driver and leaves them there,
+    which would make a later Ctrl-C do nothing; put the caller's handlers back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in kept.items():
+            signal.signal(number, handler)
 
 
 def _torch_distributor(session, workers: int):

@@ -1,8 +1,8 @@
 """Explanations across a Spark DataFrame: rows explained in parallel, one partition per task.
 
 The driver reads the source, numbers its rows (``row_id`` = position, as in the single-process
-path), samples the background once and broadcasts it with the model's files. Each Python worker
-loads the model once (a module-level cache keyed by the broadcast's content) and explains its
+path), samples the background once and broadcasts it; the model ships as in Spark scoring
+(``deepspark.spark.udf``). Each Python worker loads the model once and explains its
 rows with ``mapInPandas``. Every random choice is seeded per row, so the results equal the
 single-process ones for the same seed. The explained rows' results are collected to the driver,
 which writes the report: ``--rows`` bounds what is collected.
@@ -15,7 +15,6 @@ import json
 import logging
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,7 +80,7 @@ def explain_on_spark(model, data, *, method, rows, background, seed, options, ma
     sample = sample_background(model, _SparkRows(indexed, total), size=background, seed=seed)
     # A task gets spark.task.cpus cores; torch in the worker should not use more.
     threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
-    payload = _payload(model, sample.rows, method=method, seed=seed, options=options)
+    payload = _payload(spark, model, sample.rows, method=method, seed=seed, options=options)
     payload["threads"] = threads
     shared = spark.sparkContext.broadcast(payload)
     from pyspark.sql import functions as F
@@ -111,18 +110,20 @@ def _with_row_ids(frame):
     return numbered.drop("_order")
 
 
-def _payload(model, background: pd.DataFrame, *, method, seed, options) -> dict:
+def _payload(spark, model, background: pd.DataFrame, *, method, seed, options) -> dict:
+    """What every worker needs; the model itself ships once per application with the scoring
+    path's ``ship_model`` and loads once per Python worker with ``worker_model``."""
+    from deepspark.spark.udf import ship_model
+
     with tempfile.TemporaryDirectory() as folder:
         model.save(folder)
-        files = {path.name: path.read_bytes() for path in Path(folder).iterdir()}
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + files[name])
+        model_name = ship_model(spark, folder)
+    digest = hashlib.sha256(model_name.encode())
     digest.update(pd.util.hash_pandas_object(background, index=False).to_numpy().tobytes())
     digest.update(json.dumps([method, seed, options], sort_keys=True, default=str).encode())
     return {
         "key": digest.hexdigest(),
-        "model_files": files,
+        "model_name": model_name,
         "background": background,
         "method": method,
         "seed": seed,
@@ -137,13 +138,10 @@ def worker_explainer(payload: dict) -> Explainer:
     if key not in _WORKER_EXPLAINERS:
         import torch
 
-        from deepspark.tracking.model import DeepsparkModel
+        from deepspark.spark.udf import worker_model
 
         torch.set_num_threads(payload["threads"])
-        folder = Path(tempfile.mkdtemp(prefix="deepspark-explain-model-"))
-        for name, content in payload["model_files"].items():
-            (folder / name).write_bytes(content)
-        model = DeepsparkModel.from_directory(folder)
+        model = worker_model(payload["model_name"])
         _WORKER_EXPLAINERS[key] = explainer_class(payload["method"])(
             model, payload["background"], seed=payload["seed"], options=payload["options"]
         )

@@ -17,13 +17,6 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def feature_struct(frame, schema: FeatureSchema):
-    """The model's features of ``frame`` as one struct column (see ``feature_columns``)."""
-    from pyspark.sql import functions as F
-
-    return F.struct(*feature_columns(frame, schema))
-
-
 def feature_columns(frame, schema: FeatureSchema) -> list:
     """The model's features of ``frame``, cast to what the model takes, in the model's order.
 

@@ -172,10 +172,12 @@ def _score(model: DeepsparkModel, batch: pd.DataFrame) -> pd.Series | pd.DataFra
 
 
 def _classification_frame(model: DeepsparkModel, output: np.ndarray) -> pd.DataFrame:
-    from deepspark.models.inference import class_probabilities, format_predictions
+    """``prediction`` + ``probability_<label>`` columns -> label + per-class probability struct."""
+    from deepspark.models.inference import format_predictions, probability_column
 
-    labels = [str(label) for label in model.schema.class_labels]
-    predictions = format_predictions(output, model.schema)["prediction"]
-    probabilities = class_probabilities(output, model.schema.task)
-    records = pd.DataFrame(probabilities, columns=labels).to_dict("records")
-    return pd.DataFrame({"prediction": predictions.to_numpy(), "probability": records})
+    formatted = format_predictions(output, model.schema)
+    by_label = {
+        str(label): formatted[probability_column(label)] for label in model.schema.class_labels
+    }
+    records = pd.DataFrame(by_label).to_dict("records")
+    return pd.DataFrame({"prediction": formatted["prediction"].to_numpy(), "probability": records})

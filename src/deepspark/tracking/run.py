@@ -46,12 +46,14 @@ def tracked_run(
     else:
         active = mlflow.start_run(run_id=run_id, nested=nested)
     status = "FAILED"
+    _interrupts["received"] = None
     try:
         with _signals_as_interrupt():
             yield active
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        _interrupts["received"] = None
         raise
     finally:
         with deferred_interrupts():
@@ -76,7 +78,10 @@ def _experiment_id(name: str) -> str:
 # Signals that arrive while an MLflow write or a checkpoint is in progress wait until it is done:
 # a KeyboardInterrupt inside a sqlite transaction would leave the store locked, and the run
 # could then not be marked KILLED.
-_interrupts = {"depth": 0, "pending": None}
+# "received" remembers a signal until its KeyboardInterrupt ends the run: Python ignores an
+# exception raised inside a finalizer (__del__, weakref callbacks), and a signal handler can run
+# there, so ``raise_if_interrupted`` raises it again from a safe point (each training batch).
+_interrupts = {"depth": 0, "pending": None, "received": None}
 
 
 @contextlib.contextmanager
@@ -92,7 +97,15 @@ def deferred_interrupts() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {signum}")
 
 
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` for a Ctrl-C / SIGTERM whose first one was swallowed."""
+    if _interrupts["received"] is not None and not _interrupts["depth"]:
+        signum, _interrupts["received"] = _interrupts["received"], None
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _interrupt(signum, frame):
+    _interrupts["received"] = signum
     if _interrupts["depth"]:
         _interrupts["pending"] = signum
         return

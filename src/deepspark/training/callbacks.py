@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from deepspark._backend import import_keras
-from deepspark.tracking.run import deferred_interrupts
+from deepspark.tracking.run import deferred_interrupts, raise_if_interrupted
 from deepspark.training.checkpoint import CheckpointStore
 
 keras = import_keras()
@@ -126,6 +126,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         }
         with deferred_interrupts():
             self.store.save_epoch(self.model, epoch, state, best_weights=best_weights)
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Ends training at the next batch when a Ctrl-C / SIGTERM was received but its
+    KeyboardInterrupt was swallowed (raised inside a finalizer, which Python ignores)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_interrupted()
+
+    def on_test_batch_end(self, batch, logs=None):
+        raise_if_interrupted()
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):

@@ -132,7 +132,7 @@ def _callbacks(
             callback.restored_state = state["callbacks"].get(name)
         if writer:
             early_stopping.restored_weights = store.load_best_weights()
-    callbacks = [nan_guard, *stateful.values()]
+    callbacks = [nan_guard, ds_callbacks.InterruptCheck(), *stateful.values()]
     if writer:
         callbacks += [
             ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history),

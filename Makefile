@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.deepspark-installed
 HOROVOD_STAMP := $(VENV)/.deepspark-horovod
-export KERAS_BACKEND := torch
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup horovod demo test lint bench clean
@@ -16,7 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,spark,explain]'
+	$(BIN)/pip install --quiet -e '.[dev,spark,explain,torch]'
 	touch $(STAMP)
 
 # Horovod 0.28.1 built for this venv's torch (C++17 fix), wheel cached by torch version under

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 import numpy as np

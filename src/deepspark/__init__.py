@@ -8,7 +8,8 @@ Common case::
     model = deepspark.load_model(result.model_uri)
     model.predict(frame)
 
-``import deepspark`` is light: Keras, torch, MLflow and Spark load when first used.
+``import deepspark`` is light: Keras, JAX, torch, MLflow and Spark load when first used. Keras
+runs on JAX unless ``KERAS_BACKEND`` says otherwise.
 """
 
 from __future__ import annotations

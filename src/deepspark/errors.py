@@ -42,4 +42,4 @@ class MissingDependencyError(DeepsparkError, ImportError):
 
 
 class BackendError(DeepsparkError):
-    """Keras is configured with a backend other than torch."""
+    """Keras is configured with a backend other than jax or torch."""

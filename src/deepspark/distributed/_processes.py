@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepspark._backend import backend_name
 from deepspark.distributed.backends import free_port
 from deepspark.distributed.launch import (
     LOG_LEVEL_ENV,
@@ -63,7 +64,7 @@ def _worker_env(job_dir: Path, attempt: int, *, backend: str) -> dict[str, str]:
             RESTART_ENV: str(attempt),
             "DEEPSPARK_BACKEND": backend,
             LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger("deepspark").getEffectiveLevel()),
-            "KERAS_BACKEND": "torch",
+            "KERAS_BACKEND": backend_name(),
             "PYTHONUNBUFFERED": "1",
         }
     )

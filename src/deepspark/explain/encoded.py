@@ -49,10 +49,6 @@ class EncodedNetwork:
 
         return predict_arrays(self.encoder, inputs).astype(np.float32)
 
-    def outputs(self, encoded) -> object:
-        """Network output for a torch tensor of encoded features (differentiable)."""
-        return self.network(encoded, training=False)
-
 
 def _encoded_tensor(keras_model):
     names = {layer.name: layer for layer in keras_model.layers}

@@ -62,8 +62,6 @@ class IntegratedGradientsExplainer(Explainer):
     additive = True
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
-        import torch
-
         batch = tabular_batch(self.model, frame, self.background, row_ids)
         split = EncodedNetwork(self.model)
         encoded_rows = split.encode(batch.view.model_inputs(batch.matrix))
@@ -72,8 +70,7 @@ class IntegratedGradientsExplainer(Explainer):
         baselines = _baselines(encoded_background, settings.pop("baseline", "mean"))
         integrator = _PathIntegrator(split, baselines, self._network_columns(batch.columns))
         integrator.settings(**settings)
-        with torch.enable_grad():
-            encoded_attributions, steps = integrator.integrate(encoded_rows, batch.spread)
+        encoded_attributions, steps = integrator.integrate(encoded_rows, batch.spread)
         return batch.explanation(
             self.method,
             encoded_attributions @ split.groups,
@@ -196,23 +193,12 @@ class _PathIntegrator:
 
     def _evaluate(self, points: np.ndarray, columns, *, gradients: bool) -> np.ndarray:
         """Outputs or gradients for points shaped (rows, pairs, width), batched."""
-        import torch
+        from deepspark.runtime import forward, input_gradients
 
         rows, pairs, width = points.shape
-        flat = points.reshape(-1, width)
-        per_point = np.repeat(columns, pairs) if columns is not None else None
-        results = []
-        for start in range(0, len(flat), _POINTS_PER_BATCH):
-            batch = torch.tensor(flat[start : start + _POINTS_PER_BATCH], dtype=torch.float32)
-            if not gradients:
-                with torch.inference_mode():
-                    results.append(self.split.outputs(batch).double().numpy())
-                continue
-            batch.requires_grad_(True)
-            selected = torch.from_numpy(per_point[start : start + _POINTS_PER_BATCH])
-            output = self.split.outputs(batch)
-            chosen = output.gather(1, selected.view(-1, 1)).sum()
-            (gradient,) = torch.autograd.grad(chosen, batch)
-            results.append(gradient.double().numpy())
-        stacked = np.concatenate(results, axis=0)
-        return stacked.reshape(rows, pairs, -1)
+        flat = points.reshape(-1, width).astype(np.float32)
+        if gradients:
+            stacked = input_gradients(self.split.network, flat, np.repeat(columns, pairs))
+        else:
+            stacked = forward(self.split.network, flat, batch_rows=_POINTS_PER_BATCH)
+        return stacked.astype(np.float64).reshape(rows, pairs, -1)

@@ -78,7 +78,7 @@ def explain_on_spark(model, data, *, method, rows, background, seed, options, ma
     total = indexed.count()
     count = limit_rows(total, rows)
     sample = sample_background(model, _SparkRows(indexed, total), size=background, seed=seed)
-    # A task gets spark.task.cpus cores; torch in the worker should not use more.
+    # A task gets spark.task.cpus cores; the framework in the worker should not use more.
     threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     payload = _payload(spark, model, sample.rows, method=method, seed=seed, options=options)
     payload["threads"] = threads
@@ -136,11 +136,10 @@ def worker_explainer(payload: dict) -> Explainer:
     """The explainer of a broadcast payload, built once per Python worker."""
     key = payload["key"]
     if key not in _WORKER_EXPLAINERS:
-        import torch
-
+        from deepspark.runtime import set_threads
         from deepspark.spark.udf import worker_model
 
-        torch.set_num_threads(payload["threads"])
+        set_threads(payload["threads"])
         model = worker_model(payload["model_name"])
         _WORKER_EXPLAINERS[key] = explainer_class(payload["method"])(
             model, payload["background"], seed=payload["seed"], options=payload["options"]

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 
 from deepspark.data.schema import FeatureSchema
-
-DEFAULT_BATCH_ROWS = 8192
+from deepspark.runtime import DEFAULT_BATCH_ROWS
 
 
 def class_probabilities(output: np.ndarray, task: str) -> np.ndarray:
@@ -19,28 +18,14 @@ def class_probabilities(output: np.ndarray, task: str) -> np.ndarray:
 
 
 def predict_arrays(model, inputs: dict[str, np.ndarray], *, batch_rows: int = DEFAULT_BATCH_ROWS):
-    """Forward pass in inference mode, in chunks of ``batch_rows``.
+    """Forward pass in inference mode, in chunks of ``batch_rows`` (see ``deepspark.runtime``).
 
     Returns:
         A float array: (rows, 1) for regression and binary, (rows, classes) for multiclass.
     """
-    import torch
+    from deepspark.runtime import forward
 
-    rows = len(next(iter(inputs.values())))
-    # Even chunks: 10,000 rows run as 2 x 5,000, not 8,192 + a small, inefficient 1,808.
-    batch_rows = -(-rows // max(1, -(-rows // batch_rows))) if rows else batch_rows
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, rows, batch_rows):
-            chunk = {
-                name: torch.from_numpy(np.ascontiguousarray(values[start : start + batch_rows]))
-                for name, values in inputs.items()
-            }
-            outputs.append(model(chunk, training=False).detach().cpu().numpy())
-    if not outputs:
-        width = model.output_shape[-1]
-        return np.zeros((0, width), dtype=np.float32)
-    return np.concatenate(outputs, axis=0)
+    return forward(model, inputs, batch_rows=batch_rows)
 
 
 def probability_column(label) -> str:

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from deepspark._backend import backend_name, configure_backend
 from deepspark._optional import require
 from deepspark.errors import DataError
 
@@ -30,8 +31,7 @@ _BASE_CONFIG = {
     "spark.sql.execution.arrow.maxRecordsPerBatch": str(DEFAULT_ARROW_BATCH_ROWS),
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "2g",
-    # Python workers must use the same interpreter and Keras backend as the driver.
-    "spark.executorEnv.KERAS_BACKEND": "torch",
+    # Python workers must use the same interpreter (and, below, Keras backend) as the driver.
     "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
     "spark.pyspark.python": sys.executable,
     "spark.pyspark.driver.python": sys.executable,
@@ -74,11 +74,15 @@ def get_session(
                 master,
             )
         return active
-    os.environ.setdefault("KERAS_BACKEND", "torch")
+    configure_backend()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     resolved_master = master or os.environ.get(MASTER_ENV) or DEFAULT_MASTER
     builder = SparkSession.builder.master(resolved_master).appName(app_name)
-    settings = {**_BASE_CONFIG, **(config or {})}
+    settings = {
+        **_BASE_CONFIG,
+        "spark.executorEnv.KERAS_BACKEND": backend_name(),
+        **(config or {}),
+    }
     settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_log4j()}")
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -24,16 +24,17 @@ METADATA_FILE = "deepspark.json"
 
 
 def library_versions() -> dict[str, str]:
+    """Versions the artifact records, including the Keras backend that trained it."""
     import keras
     import mlflow
-    import torch
 
     import deepspark
+    from deepspark.runtime import framework_versions
 
     return {
         "deepspark": deepspark.__version__,
         "keras": keras.__version__,
-        "torch": torch.__version__,
+        **framework_versions(),
         "mlflow": mlflow.__version__,
         "python": platform.python_version(),
     }

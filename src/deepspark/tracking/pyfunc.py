@@ -54,6 +54,13 @@ def _label_type(labels) -> str:
     return "string"
 
 
+def _framework_requirements(versions: dict[str, str]) -> list[str]:
+    """The framework of the backend that trained the model (the artifact loads on either)."""
+    if versions["keras_backend"] == "torch":
+        return [f"torch=={versions['torch'].split('+')[0]}"]
+    return [f"jax=={versions['jax']}", f"jaxlib=={versions['jaxlib']}"]
+
+
 def log_pyfunc_model(model: DeepsparkModel, input_example: pd.DataFrame, *, name: str = "model"):
     """Log ``model`` to the active MLflow run as a pyfunc model.
 
@@ -65,7 +72,7 @@ def log_pyfunc_model(model: DeepsparkModel, input_example: pd.DataFrame, *, name
     versions = library_versions()
     requirements = [
         f"keras=={versions['keras']}",
-        f"torch=={versions['torch'].split('+')[0]}",
+        *_framework_requirements(versions),
         "pandas",
         "pyarrow",
         "scikit-learn",

@@ -8,7 +8,7 @@ import deepspark
 
 def test_import_loads_no_heavy_library():
     code = (
-        "import sys, deepspark; heavy = [m for m in ('torch', 'keras', 'mlflow', 'pyspark', "
+        "import sys, deepspark; heavy = [m for m in ('jax', 'torch', 'keras', 'mlflow', 'pyspark', "
         "'sklearn') if m in sys.modules]; print(','.join(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -19,7 +19,7 @@ def test_cli_help_loads_no_heavy_library():
     code = (
         "import sys\nfrom deepspark.cli.main import main\ntry:\n    main(['--help'])\n"
         "except SystemExit as done:\n    assert done.code == 0\n"
-        "heavy = [m for m in ('torch', 'keras', 'mlflow') if m in sys.modules]\n"
+        "heavy = [m for m in ('jax', 'torch', 'keras', 'mlflow') if m in sys.modules]\n"
         "sys.stderr.write(','.join(heavy))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -18,7 +18,9 @@ REGRESSION_LOSSES = ("mse", "mae", "huber")
 CLASSIFICATION_LOSSES = ("crossentropy",)
 CATEGORICAL_ENCODINGS = ("auto", "one_hot", "embedding")
 DISTRIBUTED_LAUNCHERS = ("local", "spark", "horovod")
-DISTRIBUTED_BACKENDS = ("torch", "horovod")
+# How distributed ranks communicate (not the Keras backend, which is ``keras_backend``).
+COLLECTIVES = ("jax", "torch", "horovod")
+KERAS_BACKENDS = ("jax", "torch")
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -58,12 +60,15 @@ class TrainConfig:
         workers: Data-parallel workers; above 1 (or with ``launcher``) training is distributed
             and ``batch_size`` is per worker.
         launcher: ``local``, ``spark`` or ``horovod``; ``None`` is ``local`` when ``workers > 1``.
-        backend: ``torch`` (torch.distributed) or ``horovod``; ``None`` follows the launcher.
+        collectives: How ranks communicate: ``jax`` (jax.distributed, the JAX backend),
+            ``torch`` (torch.distributed) or ``horovod`` (both on the torch backend); ``None``
+            follows the Keras backend and the launcher. (Formerly ``backend``.)
         max_restarts: Times a distributed job starts again from the last checkpoint after a
             worker dies.
         scale_lr: Multiply the learning rate by ``workers`` (the global batch is that much larger).
         warmup_epochs: Epochs over which the rate rises from its single-worker value to the scaled
             one (0: none).
+        keras_backend: ``jax`` or ``torch``; ``None`` keeps ``KERAS_BACKEND`` (default ``jax``).
     """
 
     data: str
@@ -91,10 +96,11 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     workers: int = 1
     launcher: str | None = None
-    backend: str | None = None
+    collectives: str | None = None
     max_restarts: int = 2
     scale_lr: bool = True
     warmup_epochs: int = 0
+    keras_backend: str | None = None
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -117,7 +123,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> TrainConfig:
-        """The inverse of ``to_dict`` (lists back to tuples)."""
+        """The inverse of ``to_dict`` (lists back to tuples; an old ``backend`` key is read as
+        ``collectives``)."""
+        document = _renamed_settings(document, warn=False)
         return cls(
             **{
                 key: tuple(value) if isinstance(value, list) else value
@@ -173,26 +181,76 @@ def validate_config(config: TrainConfig) -> None:
 def _validate_distributed(config: TrainConfig) -> None:
     if config.launcher is not None:
         _check_choice("launcher", config.launcher, DISTRIBUTED_LAUNCHERS)
-    if config.backend is not None:
-        _check_choice("backend", config.backend, DISTRIBUTED_BACKENDS)
+    if config.collectives is not None:
+        _check_choice("collectives", config.collectives, COLLECTIVES)
+    if config.keras_backend is not None:
+        _check_choice("keras_backend", config.keras_backend, KERAS_BACKENDS)
     for name in ("max_restarts", "warmup_epochs"):
         if int(getattr(config, name)) < 0:
             raise _invalid(name, "must be 0 or a positive integer", getattr(config, name))
-    check_launcher_backend(config.launcher or "local", config.backend)
+    if config.workers > 1 or config.launcher is not None or config.collectives is not None:
+        resolve_collectives(config.launcher or "local", config.collectives, config.keras_backend)
 
 
-def check_launcher_backend(launcher: str, backend: str | None) -> None:
-    """Raise ``UserInputError`` for a launcher and backend that cannot work together."""
+def resolve_collectives(
+    launcher: str, collectives: str | None, keras_backend: str | None = None
+) -> str:
+    """The collectives a launch uses (``None``: follow the Keras backend and the launcher).
+
+    Raises:
+        UserInputError: For a launcher, collectives and Keras backend that cannot work together.
+    """
+    from deepspark._backend import backend_name
+
     _check_choice("launcher", launcher, DISTRIBUTED_LAUNCHERS)
-    if backend is not None:
-        _check_choice("backend", backend, DISTRIBUTED_BACKENDS)
-    if (launcher, backend) in (("local", "horovod"), ("horovod", "torch")):
+    keras_backend = keras_backend or backend_name()
+    if launcher == "horovod" and keras_backend != "torch":
         raise _invalid(
-            "backend",
-            "the horovod backend needs --launcher horovod (horovodrun) or --launcher spark "
-            "(horovod.spark.run), and --launcher horovod needs the horovod backend",
-            backend,
+            "launcher",
+            "Horovod trains Keras on the torch backend only; add --keras-backend torch "
+            "(or set KERAS_BACKEND=torch), or use --launcher local or spark with JAX",
+            launcher,
         )
+    if collectives is None:
+        if keras_backend == "jax":
+            return "jax"
+        return "horovod" if launcher == "horovod" else "torch"
+    _check_choice("collectives", collectives, COLLECTIVES)
+    if (collectives == "jax") != (keras_backend == "jax"):
+        fix = "jax" if keras_backend == "jax" else "torch or horovod"
+        raise _invalid(
+            "collectives",
+            f"Keras runs on {keras_backend}, which communicates through {fix}; change "
+            "--collectives or --keras-backend",
+            collectives,
+        )
+    if (launcher, collectives) in (("local", "horovod"), ("horovod", "torch")):
+        raise _invalid(
+            "collectives",
+            "horovod collectives need --launcher horovod (horovodrun) or --launcher spark "
+            "(horovod.spark.run), and --launcher horovod needs horovod collectives",
+            collectives,
+        )
+    return collectives
+
+
+def _renamed_settings(settings: Mapping[str, Any], *, warn: bool) -> dict[str, Any]:
+    """Map deprecated setting names to their new ones (``backend`` -> ``collectives``)."""
+    settings = dict(settings)
+    if "backend" in settings:
+        value = settings.pop("backend")
+        if warn and value is not None:
+            import warnings
+
+            warnings.warn(
+                "The 'backend' setting (--backend) is deprecated: it is now 'collectives' "
+                "(--collectives), so that it is not confused with the Keras backend "
+                "(--keras-backend).",
+                FutureWarning,
+                stacklevel=4,
+            )
+        settings.setdefault("collectives", value)
+    return settings
 
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
@@ -234,6 +292,7 @@ def make_config(
     if config_file is not None:
         merged.update(_read_toml(config_file, set(fields)))
     merged.update({key: value for key, value in settings.items() if value is not None})
+    merged = _renamed_settings(merged, warn=True)
     unknown = sorted(set(merged) - set(fields))
     if unknown:
         raise UserInputError(

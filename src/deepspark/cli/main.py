@@ -28,9 +28,17 @@ def _fail(message: str, code: int) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deepspark")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
-def cli(quiet: bool) -> None:
+@click.option(
+    "--keras-backend",
+    help="Keras backend for every command: jax (default) or torch; KERAS_BACKEND works too.",
+)
+def cli(quiet: bool, keras_backend: str | None) -> None:
     """Scalable deep learning on Apache Spark: Keras 3 training, MLflow tracking, scoring."""
     configure_logging(quiet=quiet)
+    if keras_backend is not None:
+        from deepspark._backend import use_backend
+
+        use_backend(keras_backend)
 
 
 @cli.command()
@@ -61,10 +69,15 @@ def cli(quiet: bool) -> None:
 @click.option("--checkpoint-dir", help="Folder for per-epoch checkpoints.")
 @click.option("--workers", type=int, help="Data-parallel workers (batch size is per worker).")
 @click.option("--launcher", help="local, spark or horovod (default: local when --workers > 1).")
-@click.option("--backend", help="torch or horovod (default: follows the launcher).")
+@click.option(
+    "--collectives",
+    help="How workers communicate: jax, torch or horovod (default: follows the Keras backend).",
+)
+@click.option("--backend", hidden=True, help="Deprecated spelling of --collectives.")
 @click.option("--max-restarts", type=int, help="Restarts after a worker dies (default 2).")
 @click.option("--scale-lr/--no-scale-lr", default=None, help="LR x workers (default on).")
 @click.option("--warmup-epochs", type=int, help="Epochs of LR warmup to the scaled rate.")
+@click.option("--keras-backend", help="jax (default) or torch; KERAS_BACKEND works too.")
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -73,6 +86,13 @@ def train(config_file, resume, as_json, **options) -> None:
     from deepspark.training.trainer import train as train_model
 
     settings = {name: value for name, value in options.items() if value is not None}
+    if "backend" in settings:
+        click.echo(
+            "deepspark: warning: --backend is deprecated; use --collectives (how workers "
+            "communicate; --keras-backend chooses jax or torch).",
+            err=True,
+        )
+        settings.setdefault("collectives", settings.pop("backend"))
     with stdout_to_stderr():
         if resume:
             result = train_model(resume=resume, tracking_uri=settings.get("tracking_uri"))

@@ -22,7 +22,7 @@ import os
 import socket
 
 from deepspark._optional import require
-from deepspark.config import DISTRIBUTED_BACKENDS as BACKENDS
+from deepspark.config import COLLECTIVES as BACKENDS
 from deepspark.errors import MissingDependencyError, UserInputError
 
 logger = logging.getLogger("deepspark.distributed")

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from deepspark.config import check_launcher_backend
+from deepspark.config import resolve_collectives
 from deepspark.distributed import backends
 from deepspark.errors import DeepsparkError, UserInputError
 
@@ -51,7 +51,7 @@ def default_backend(launcher: str) -> str:
 
 def check_launch(*, workers: int, launcher: str, backend: str, max_restarts: int) -> None:
     """Raise ``UserInputError`` for a launch that cannot work."""
-    check_launcher_backend(launcher, backend)
+    resolve_collectives(launcher, backend)
     if int(workers) < 1 or int(max_restarts) < 0:
         raise UserInputError(
             "workers must be >= 1 and max_restarts >= 0. "

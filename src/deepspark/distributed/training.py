@@ -36,7 +36,7 @@ def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: s
 
     config = prepared.config
     launcher = config.launcher or "local"
-    backend = config.backend or default_backend(launcher)
+    backend = config.collectives or default_backend(launcher)
     job = _worker_job(prepared, store, run_id=run_id)
     mlflow.set_tags({WORLD_SIZE_TAG: config.workers, LAUNCHER_TAG: launcher})
     restarts: list[int] = []

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
 from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
@@ -89,6 +90,7 @@ def train(
         return _resume(resume, tracking_uri=settings.get("tracking_uri"))
     if config is None:
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
+    use_backend(config.keras_backend)
     prepared = prepare_data(config)
     return _run(prepared, resume_run=None)
 
@@ -168,7 +170,13 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
             **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
         }
     )
-    mlflow.set_tags({CHECKPOINT_TAG: str(store.directory), "deepspark.task": prepared.schema.task})
+    mlflow.set_tags(
+        {
+            CHECKPOINT_TAG: str(store.directory),
+            "deepspark.task": prepared.schema.task,
+            "deepspark.keras_backend": backend_name(),
+        }
+    )
     mlflow.log_dict(prepared.schema.to_dict(), "feature_schema.json")
     return store
 

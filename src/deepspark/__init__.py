@@ -38,12 +38,12 @@ if TYPE_CHECKING:
     from deepspark.tracking.model import load_model
     from deepspark.tracking.predict import predict
     from deepspark.tracking.runs import list_runs
-    from deepspark.training.trainer import TrainResult, train
+    from deepspark.workflows.train import TrainResult, train
 
 _LAZY = {
     "TrainConfig": "deepspark.config",
-    "TrainResult": "deepspark.training.trainer",
-    "train": "deepspark.training.trainer",
+    "TrainResult": "deepspark.workflows.train",
+    "train": "deepspark.workflows.train",
     "load_model": "deepspark.tracking.model",
     "predict": "deepspark.tracking.predict",
     "list_runs": "deepspark.tracking.runs",

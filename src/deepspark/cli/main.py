@@ -83,7 +83,7 @@ def cli(quiet: bool, keras_backend: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def train(config_file, resume, as_json, **options) -> None:
     """Train a Keras network on a table; track it in MLflow; log the model."""
-    from deepspark.training.trainer import train as train_model
+    from deepspark.workflows.train import train as train_model
 
     settings = {name: value for name, value in options.items() if value is not None}
     if "backend" in settings:

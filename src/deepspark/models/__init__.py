@@ -1,6 +1,25 @@
-"""Keras model builders and the preprocessing layers that live inside deepspark models."""
+"""Keras model builders and the preprocessing layers that live inside deepspark models.
 
-from deepspark.models.mlp import build_mlp
-from deepspark.models.preprocessing import NumericStats, fit_numeric_stats
+Importing this package does not import Keras (the backend is chosen first); the names below load
+on first use.
+"""
 
-__all__ = ["NumericStats", "build_mlp", "fit_numeric_stats"]
+from __future__ import annotations
+
+__all__ = ["BuildContext", "NumericStats", "build_mlp", "fit_numeric_stats", "register_builder"]
+
+_LAZY = {
+    "BuildContext": "deepspark.models.builders",
+    "register_builder": "deepspark.models.builders",
+    "build_mlp": "deepspark.models.mlp",
+    "NumericStats": "deepspark.models.preprocessing",
+    "fit_numeric_stats": "deepspark.models.preprocessing",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepspark.models' has no attribute {name!r}")

@@ -52,6 +52,20 @@ def build_mlp(
     Returns:
         An uncompiled functional model taking ``{"numeric": ..., "categorical": ...}``.
     """
+    inputs, hidden = encoded_features(schema, numeric_stats, config)
+    for depth, units in enumerate(config.hidden, start=1):
+        hidden = _hidden_block(hidden, int(units), depth, config)
+    outputs = task_head(hidden, schema, target_center, target_scale)
+    return keras.Model(inputs=inputs, outputs=outputs, name="deepspark_mlp")
+
+
+def encoded_features(schema: FeatureSchema, numeric_stats: NumericStats | None, config):
+    """The model inputs of a table and the tensor of its encoded features (imputed,
+    standardized numbers, missing-value flags, one-hot or embedded categories).
+
+    Returns:
+        ``(inputs by name, encoded feature tensor)``.
+    """
     inputs, encoded = {}, []
     if schema.numeric_names:
         numeric = keras.Input(shape=(len(schema.numeric_names),), name=NUMERIC_INPUT)
@@ -73,11 +87,8 @@ def build_mlp(
         for position, spec in enumerate(schema.categorical_specs):
             codes = categorical[:, position]
             encoded.append(_encode_categorical(codes, spec.name, len(spec.vocabulary), config))
-    hidden = encoded[0] if len(encoded) == 1 else layers.Concatenate(name="features")(encoded)
-    for depth, units in enumerate(config.hidden, start=1):
-        hidden = _hidden_block(hidden, int(units), depth, config)
-    outputs = _head(hidden, schema, target_center, target_scale)
-    return keras.Model(inputs=inputs, outputs=outputs, name="deepspark_mlp")
+    features = encoded[0] if len(encoded) == 1 else layers.Concatenate(name="features")(encoded)
+    return inputs, features
 
 
 def _encode_categorical(codes, name: str, levels: int, config: TrainConfig):
@@ -116,7 +127,9 @@ def _activation_layer(name: str, depth: int):
     return layers.Activation(_KERAS_ACTIVATIONS[name], name=f"{name}_{depth}")
 
 
-def _head(hidden, schema: FeatureSchema, target_center: float, target_scale: float):
+def task_head(hidden, schema: FeatureSchema, target_center: float, target_scale: float):
+    """The output layer of the task: a de-standardized value, P(positive) or class
+    probabilities."""
     if schema.task == "regression":
         standardized = layers.Dense(1, name="output_standardized")(hidden)
         return Denormalize(target_center, target_scale, name="prediction")(standardized)

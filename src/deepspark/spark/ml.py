@@ -95,7 +95,7 @@ class KerasEstimator(Estimator, _ScoringParams, DefaultParamsReadable, DefaultPa
         return json.loads(self.getOrDefault(self.settings))
 
     def _fit(self, dataset) -> KerasTransformer:
-        from deepspark.training.trainer import train
+        from deepspark.workflows.train import train
 
         label = self.getOrDefault(self.labelCol)
         columns = self._feature_columns(dataset, label)

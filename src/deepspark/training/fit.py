@@ -6,7 +6,7 @@ import dataclasses
 import logging
 
 from deepspark._backend import import_keras
-from deepspark.models.mlp import build_mlp
+from deepspark.models.builders import BuildContext, build_model
 from deepspark.models.preprocessing import StandardizedLoss, fit_numeric_stats
 from deepspark.tracking.run import deferred_interrupts
 from deepspark.training import callbacks as ds_callbacks
@@ -63,13 +63,14 @@ def build_compiled_model(prepared: PreparedData):
     keras.utils.set_random_seed(config.seed)
     numeric = prepared.numeric_train
     stats = fit_numeric_stats(numeric) if numeric is not None else None
-    model = build_mlp(
+    context = BuildContext(
         prepared.schema,
         stats,
         config,
         target_center=prepared.target_center,
         target_scale=prepared.target_scale,
     )
+    model = build_model(context, prepared.builder)
     loss, metrics = loss_and_metrics(prepared)
     model.compile(optimizer=make_optimizer(config.optimizer, config.lr), loss=loss, metrics=metrics)
     return model

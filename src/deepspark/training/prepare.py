@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ class PreparedData:
     target_center: float
     target_scale: float
     fingerprint: str
+    builder: Any = None  # how the network is built (deepspark.models.builders.build_model)
 
     @property
     def numeric_train(self) -> np.ndarray | None:

@@ -1,4 +1,8 @@
-"""``train``: one call from a data source to a tracked, evaluated, logged deepspark model."""
+"""``train``: one call from a data source to a tracked, evaluated, logged deepspark model.
+
+The local-or-distributed decision is made here (``_fit``): ``training`` holds the one fit loop
+both use, ``distributed`` runs it on every rank.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
+from deepspark.models.builders import check_model
 from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
 
@@ -62,9 +67,10 @@ def train(
     config: TrainConfig | None = None,
     config_file: str | Path | None = None,
     resume: str | None = None,
+    model: Any = None,
     **settings: Any,
 ) -> TrainResult:
-    """Train a Keras MLP on a table, track it in MLflow and log the model.
+    """Train a Keras network on a table, track it in MLflow and log the model.
 
     Args:
         data: CSV / Parquet / JSON-lines path or built-in dataset name (``diabetes``).
@@ -72,6 +78,10 @@ def train(
         config: A complete ``TrainConfig`` instead of ``data``, ``target`` and settings.
         config_file: TOML file with settings; explicit arguments win over it.
         resume: Run id of a killed or failed run to continue from its last completed epoch.
+        model: The network: ``None`` (deepspark's MLP), a registered builder name, a builder
+            function ``builder(context) -> keras.Model``, or a ``keras.Model`` body that maps
+            the encoded features to the last hidden layer (deepspark adds preprocessing and
+            the task head). See ``deepspark.models.builders``.
         **settings: Any ``TrainConfig`` field (``hidden=(64, 32)``, ``lr=1e-3``, ``epochs=50``...),
             validated like the CLI options.
 
@@ -90,8 +100,9 @@ def train(
         return _resume(resume, tracking_uri=settings.get("tracking_uri"))
     if config is None:
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
+    check_model(model)
     use_backend(config.keras_backend)
-    prepared = prepare_data(config)
+    prepared = dataclasses.replace(prepare_data(config), builder=model)
     return _run(prepared, resume_run=None)
 
 
@@ -166,6 +177,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     mlflow.log_params(
         {
             "task_resolved": prepared.schema.task,
+            "model": _model_name(prepared.builder),
             "features": len(prepared.schema.features),
             **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
         }
@@ -179,6 +191,12 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     )
     mlflow.log_dict(prepared.schema.to_dict(), "feature_schema.json")
     return store
+
+
+def _model_name(model: Any) -> str:
+    if model is None or isinstance(model, str):
+        return model or "mlp"
+    return getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
 
 
 def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str):

@@ -1,0 +1,112 @@
+"""Model builders: how ``deepspark.train`` gets its network, and how users plug in their own.
+
+A builder is a function ``builder(context) -> keras.Model`` that returns an uncompiled model
+taking deepspark's encoded inputs (``context.schema`` names them) and producing the task's
+output; ``deepspark.train(..., model=...)`` accepts:
+
+- ``None`` or a registered name (``"mlp"``, the default): a builder from the registry;
+- a builder function;
+- a ``keras.Model`` *body*: deepspark puts its preprocessing in front (the body receives the
+  encoded feature vector) and the task's head behind (the body's output is the last hidden
+  layer), so the logged model still takes raw columns.
+
+New model kinds register a builder here (``register_builder``); nothing else changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from deepspark.config import TrainConfig
+from deepspark.data.schema import FeatureSchema
+from deepspark.errors import UserInputError
+
+if TYPE_CHECKING:  # the builders' modules import Keras; this one must not (backend choice)
+    from deepspark.models.preprocessing import NumericStats
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+    """What a builder knows: the data (learned on the training split) and the settings."""
+
+    schema: FeatureSchema
+    numeric_stats: NumericStats | None
+    config: TrainConfig
+    target_center: float = 0.0
+    target_scale: float = 1.0
+
+
+Builder = Callable[[BuildContext], Any]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(name: str, builder: Builder) -> None:
+    """Make ``builder`` available as ``deepspark.train(..., model=name)``."""
+    _BUILDERS[name] = builder
+
+
+def check_model(model: Any) -> None:
+    """Raise ``UserInputError`` now (before any run starts) for a ``model`` that cannot build."""
+    if model is None or callable(model):
+        return
+    if not isinstance(model, str) or model not in _BUILDERS:
+        raise UserInputError(
+            f"Unknown model; valid models are {', '.join(sorted(_BUILDERS))}, a builder "
+            f"function or a keras.Model. Received: model={model!r}"
+        )
+
+
+def build_model(context: BuildContext, model: Any = None):
+    """The uncompiled network for ``context`` from ``model`` (see the module docstring).
+
+    Raises:
+        UserInputError: An unknown name, or something that is neither a builder nor a Keras model.
+    """
+    from deepspark._backend import import_keras
+
+    keras = import_keras()
+    check_model(model)
+    if model is None or isinstance(model, str):
+        return _BUILDERS[model or "mlp"](context)
+    if isinstance(model, keras.Model):
+        return _wrap_body(context, model, keras)
+    built = model(context)
+    if not isinstance(built, keras.Model):
+        raise UserInputError(
+            "A model builder must return a keras.Model. "
+            f"Received: model={model!r} returned {type(built).__name__}"
+        )
+    return built
+
+
+def _wrap_body(context: BuildContext, body, keras):
+    from deepspark.models.mlp import encoded_features, task_head
+
+    inputs, features = encoded_features(context.schema, context.numeric_stats, context.config)
+    try:
+        hidden = body(features)
+    except Exception as error:  # noqa: BLE001  the user's body does not fit the features
+        raise UserInputError(
+            f"The Keras model given as model= must take the {int(features.shape[-1])} encoded "
+            f"features as its input ({type(error).__name__}: {error}). "
+            f"Received: model={body.name!r}"
+        ) from error
+    outputs = task_head(hidden, context.schema, context.target_center, context.target_scale)
+    return keras.Model(inputs=inputs, outputs=outputs, name=f"deepspark_{body.name}")
+
+
+def _build_mlp(context: BuildContext):
+    from deepspark.models.mlp import build_mlp
+
+    return build_mlp(
+        context.schema,
+        context.numeric_stats,
+        context.config,
+        target_center=context.target_center,
+        target_scale=context.target_scale,
+    )
+
+
+register_builder("mlp", _build_mlp)

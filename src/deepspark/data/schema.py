@@ -93,6 +93,23 @@ class FeatureSchema:
         )
 
 
+def label_type(labels) -> str:
+    """The one type of a classifier's labels, for every output (pandas, MLflow, Spark):
+    ``boolean``, ``long``, ``double`` (numbers, mixed int and float included) or ``string``."""
+    labels = list(labels)
+    if not labels:
+        return "double"
+    if all(isinstance(label, bool) for label in labels):
+        return "boolean"
+    if any(isinstance(label, bool) for label in labels):
+        return "string"
+    if all(isinstance(label, int) for label in labels):
+        return "long"
+    if all(isinstance(label, int | float) for label in labels):
+        return "double"
+    return "string"
+
+
 def infer_schema(
     frame: pd.DataFrame,
     target: str,

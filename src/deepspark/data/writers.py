@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from deepspark._atomic import atomic_path
 from deepspark.errors import UserInputError
 
 _WRITERS = {
@@ -44,10 +44,6 @@ def check_output_path(path: str | Path, *, overwrite: bool) -> Path:
 def write_table(frame: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``frame`` by suffix (CSV, Parquet, JSON lines) through a temporary file + rename."""
     path = check_output_path(path, overwrite=overwrite)
-    temporary = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
+    with atomic_path(path) as temporary:
         _WRITERS[path.suffix.lower()](frame, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path

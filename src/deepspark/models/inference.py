@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deepspark.data.schema import FeatureSchema
+from deepspark.data.schema import FeatureSchema, label_type
 from deepspark.runtime import DEFAULT_BATCH_ROWS
 
 
@@ -51,11 +51,8 @@ def format_predictions(output: np.ndarray, schema: FeatureSchema, index=None) ->
     return frame
 
 
+_PANDAS_LABEL_DTYPES = {"boolean": "bool", "long": "int64", "double": "float64", "string": "object"}
+
+
 def _label_dtype(labels) -> str:
-    if all(isinstance(label, bool) for label in labels):
-        return "bool"
-    if all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
-        return "int64"
-    if all(isinstance(label, int | float) for label in labels):
-        return "float64"
-    return "object"
+    return _PANDAS_LABEL_DTYPES[label_type(labels)]

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from deepspark._atomic import write_text_atomic
 from deepspark._backend import backend_name, configure_backend
 from deepspark._optional import require
 from deepspark.errors import DataError
@@ -97,9 +98,7 @@ def _log4j() -> Path:
     (warnings and errors still show); users override it with spark.driver.extraJavaOptions."""
     path = Path(tempfile.gettempdir()) / "deepspark-log4j2.properties"
     if not path.exists():
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(_LOG4J2)
-        partial.replace(path)
+        write_text_atomic(path, _LOG4J2)
     return path
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepspark.data.schema import FeatureSchema
+from deepspark.data.schema import FeatureSchema, label_type
 from deepspark.tracking.model import KERAS_FILE, METADATA_FILE, DeepsparkModel
 
 logger = logging.getLogger(__name__)
@@ -106,13 +106,13 @@ def output_type(schema: FeatureSchema):
 def _label_type(labels):
     from pyspark.sql import types as T
 
-    if all(isinstance(label, bool) for label in labels):
-        return T.BooleanType()
-    if all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
-        return T.LongType()
-    if all(isinstance(label, int | float) for label in labels):
-        return T.DoubleType()
-    return T.StringType()
+    spark_types = {
+        "boolean": T.BooleanType,
+        "long": T.LongType,
+        "double": T.DoubleType,
+        "string": T.StringType,
+    }
+    return spark_types[label_type(labels)]()
 
 
 def make_scoring_udf(shipped_name: str, schema: FeatureSchema):

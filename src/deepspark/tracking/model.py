@@ -100,12 +100,10 @@ class DeepsparkModel:
     @classmethod
     def from_files(cls, keras_file: str | Path, metadata_file: str | Path) -> DeepsparkModel:
         """Load from a ``.keras`` file and its ``deepspark.json`` (Keras ``safe_mode=True``)."""
-        import deepspark.models.preprocessing  # noqa: F401  registers the custom layers
-        from deepspark._backend import import_keras
+        from deepspark.models.loader import load_keras_model
 
-        keras = import_keras()
         document = json.loads(Path(metadata_file).read_text())
-        keras_model = keras.saving.load_model(keras_file, compile=False, safe_mode=True)
+        keras_model = load_keras_model(keras_file, compile=False)
         schema = FeatureSchema.from_dict(document.pop("schema"))
         return cls(keras_model, schema, document)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
+from deepspark.data.schema import label_type
 from deepspark.models.inference import probability_column
 from deepspark.tracking.model import DeepsparkModel
 
@@ -39,19 +40,9 @@ def model_signature(model: DeepsparkModel):
         ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=True)
         for spec in model.schema.features
     ]
-    outputs = [ColSpec(_label_type(model.schema.class_labels), "prediction")]
+    outputs = [ColSpec(label_type(model.schema.class_labels), "prediction")]
     outputs += [ColSpec("double", probability_column(label)) for label in model.schema.class_labels]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
-
-
-def _label_type(labels) -> str:
-    if not labels or all(isinstance(label, float) for label in labels):
-        return "double"
-    if all(isinstance(label, bool) for label in labels):
-        return "boolean"
-    if all(isinstance(label, int) for label in labels):
-        return "long"
-    return "string"
 
 
 def _framework_requirements(versions: dict[str, str]) -> list[str]:

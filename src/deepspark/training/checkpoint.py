@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from deepspark._atomic import atomic_path, write_json_atomic
+
 STATE_FILE = "state.json"
 RUN_FILE = "run.json"
 BEST_WEIGHTS_FILE = "best.weights.npz"
@@ -25,16 +27,6 @@ BEST_WEIGHTS_FILE = "best.weights.npz"
 def default_checkpoint_root() -> Path:
     """``$DEEPSPARK_CHECKPOINT_DIR`` or ``./.deepspark/checkpoints``."""
     return Path(os.environ.get("DEEPSPARK_CHECKPOINT_DIR", ".deepspark/checkpoints"))
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write JSON so that readers see the old file or the new one, never a torn one."""
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w") as handle:
-        json.dump(document, handle, indent=1, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 class CheckpointStore:
@@ -57,13 +49,11 @@ class CheckpointStore:
     def save_epoch(self, model, epoch: int, state: dict[str, Any], best_weights=None) -> None:
         """Save the model after ``epoch`` (0-based), then point ``state.json`` at it."""
         model_file = f"epoch-{epoch:04d}.keras"
-        temporary = self.directory / f".{model_file}.tmp.keras"
-        model.save(temporary)
-        os.replace(temporary, self.directory / model_file)
+        with atomic_path(self.directory / model_file, durable=True) as temporary:
+            model.save(temporary)
         if best_weights is not None:
-            temporary_weights = self.directory / ".best.weights.tmp.npz"
-            np.savez(temporary_weights, *best_weights)
-            os.replace(temporary_weights, self.directory / BEST_WEIGHTS_FILE)
+            with atomic_path(self.directory / BEST_WEIGHTS_FILE, durable=True) as temporary:
+                np.savez(temporary, *best_weights)
         previous = self.read_state()
         write_json_atomic(
             self.directory / STATE_FILE, {**state, "epoch": epoch, "model_file": model_file}
@@ -73,11 +63,9 @@ class CheckpointStore:
 
     def load_model(self, state: dict[str, Any]):
         """Load the checkpointed model with its optimizer state (compiled)."""
-        import deepspark.models.preprocessing  # noqa: F401  registers the custom layers
-        from deepspark._backend import import_keras
+        from deepspark.models.loader import load_keras_model
 
-        keras = import_keras()
-        return keras.saving.load_model(self.directory / state["model_file"], safe_mode=True)
+        return load_keras_model(self.directory / state["model_file"])
 
     def load_best_weights(self) -> list[np.ndarray] | None:
         path = self.directory / BEST_WEIGHTS_FILE

@@ -1,0 +1,53 @@
+"""The one way deepspark writes a file that others may read while it is written: into a
+temporary sibling, then renamed over the destination, so a reader (or a run killed half-way)
+sees the old file or the new one, never a torn one, and a failed write leaves nothing behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that look at it work);
+    when the block ends without error it replaces ``path``, otherwise it is removed.
+
+    Args:
+        path: The destination file (or folder).
+        durable: fsync the written file before the rename (state a restart depends on).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield temporary
+        if durable and temporary.is_file():
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path, durable=durable) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode(), durable=durable)
+
+
+def write_json_atomic(path: str | Path, document: Any, *, durable: bool = True) -> None:
+    """Write ``document`` as JSON to ``path`` atomically (durable by default: state files)."""
+    write_text_atomic(path, json.dumps(document, indent=1, default=str), durable=durable)

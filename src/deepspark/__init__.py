@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import os
+
 from deepspark._backend import configure_backend
 
 configure_backend()
+# MLflow draws a progress bar for every artifact download (each model load); deepspark's output
+# stays readable unless the user asks for them (the CLI's --verbose, or this variable).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 __version__ = "0.1.0"
 __all__ = [

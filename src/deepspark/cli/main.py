@@ -29,12 +29,15 @@ def _fail(message: str, code: int) -> None:
 @click.version_option(package_name="deepspark")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option(
+    "-v", "--verbose", is_flag=True, help="Every epoch and library progress bars on stderr."
+)
+@click.option(
     "--keras-backend",
     help="Keras backend for every command: jax (default) or torch; KERAS_BACKEND works too.",
 )
-def cli(quiet: bool, keras_backend: str | None) -> None:
+def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
     """Scalable deep learning on Apache Spark: Keras 3 training, MLflow tracking, scoring."""
-    configure_logging(quiet=quiet)
+    configure_logging(quiet=quiet, verbose=verbose)
     if keras_backend is not None:
         from deepspark._backend import use_backend
 

@@ -13,14 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def configure_logging(*, quiet: bool) -> None:
-    """deepspark's INFO lines on stderr through rich; library chatter only when it matters."""
+def configure_logging(*, quiet: bool, verbose: bool = False) -> None:
+    """deepspark's INFO lines on stderr through rich; library chatter only when it matters
+    (``verbose``: DEBUG lines and MLflow's download bars too)."""
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if verbose:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true"
     from rich.console import Console
     from rich.logging import RichHandler
 
+    # Not a terminal (a log file, CI): long lines instead of rich's 80-column wrapping.
     handler = RichHandler(
-        console=Console(stderr=True),
+        console=Console(stderr=True, width=None if sys.stderr.isatty() else 160),
         show_path=False,
         show_time=False,
         markup=False,
@@ -30,7 +34,8 @@ def configure_logging(*, quiet: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
-    logging.getLogger("deepspark").setLevel(logging.WARNING if quiet else logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("deepspark").setLevel(level)
     for noisy in ("mlflow", "alembic", "py4j"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from typing import Any
 
@@ -162,25 +163,100 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One short log line per epoch: loss and the headline metric (the CLI shows it on stderr)."""
+    """Progress of a fit: a live bar with the current metrics on a terminal (rich, on stderr),
+    and a log line every ``log_every`` epochs and at the end, so a 300-epoch run writes a
+    dozen lines to a log, not 600.
+
+    Args:
+        total_epochs: The epoch budget (the bar's length; early stopping may end sooner).
+        log_every: Epochs between log lines; default a tenth of the budget (every epoch when
+            deepspark logs at DEBUG, e.g. ``deepspark -v``).
+        live: Show the live bar; default when stderr is a terminal and INFO lines are shown.
+    """
 
     shown_keys = ("loss", "val_loss", "rmse", "val_rmse", "accuracy", "val_accuracy")
 
-    def __init__(self, total_epochs: int):
+    def __init__(
+        self, total_epochs: int, *, log_every: int | None = None, live: bool | None = None
+    ):
         super().__init__()
-        self.total_epochs = total_epochs
+        self.total_epochs = int(total_epochs)
+        if log_every is None:
+            verbose = logger.isEnabledFor(logging.DEBUG)
+            log_every = 1 if verbose else math.ceil(self.total_epochs / 10)
+        self.log_every = max(1, int(log_every))
+        self.live = live
         self._started = 0.0
+        self._bar = None
+        self._last: tuple[int, dict] | None = None
+        self._logged_epoch = None
+
+    def on_train_begin(self, logs=None):
+        live = self.live
+        if live is None:
+            live = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
+        if live:
+            self._bar = _progress_bar(self.total_epochs)
+        self._train_started = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
+        if self._bar is not None and self._last is None:
+            self._bar.update(self._bar.task_ids[0], completed=epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        shown = " ".join(f"{key}={logs[key]:.4g}" for key in self.shown_keys if key in logs)
+        logs = dict(logs or {})
+        self._last = (epoch, logs)
+        if self._bar is not None:
+            self._bar.update(self._bar.task_ids[0], completed=epoch + 1, metrics=self._shown(logs))
+        if (epoch + 1) % self.log_every == 0 or epoch + 1 == self.total_epochs:
+            self._log(epoch, logs)
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        if self._last is not None and self._logged_epoch != self._last[0]:
+            self._log(*self._last)
+
+    def _shown(self, logs: dict) -> str:
+        return " ".join(f"{key}={logs[key]:.4g}" for key in self.shown_keys if key in logs)
+
+    def _log(self, epoch: int, logs: dict) -> None:
+        self._logged_epoch = epoch
         logger.info(
             "epoch %d/%d %s (%.2fs)",
             epoch + 1,
             self.total_epochs,
-            shown,
+            self._shown(logs),
             time.perf_counter() - self._started,
         )
+
+
+def _log_console():
+    """The rich console deepspark's log lines go to (the CLI's), so that they print above the
+    live bar instead of through it."""
+    for source in (logger, logging.getLogger("deepspark"), logging.getLogger()):
+        for handler in source.handlers:
+            console = getattr(handler, "console", None)
+            if console is not None:
+                return console
+    return None
+
+
+def _progress_bar(total_epochs: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=_log_console() or Console(stderr=True),
+        transient=True,
+    )
+    bar.add_task("fit", total=total_epochs, metrics="")
+    bar.start()
+    return bar

@@ -23,6 +23,20 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FAST = {"hidden": (16,), "epochs": 8, "batch_size": 32, "patience": 3}
 
 
+def float64_keras():
+    """A context in which Keras computes in float64 as asked (JAX truncates to float32 unless
+    x64 is on; torch honours the dtype)."""
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory) -> Path:
     """An empty, fully migrated MLflow sqlite store; copying it skips the migrations per test."""

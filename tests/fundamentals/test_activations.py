@@ -9,6 +9,7 @@ import pytest
 from deepspark.errors import UserInputError
 from deepspark.fundamentals import activations as act
 from deepspark.fundamentals.mlp import numerical_gradient
+from tests.conftest import float64_keras
 
 keras = pytest.importorskip("keras")
 
@@ -22,7 +23,7 @@ def keras_value_and_derivative(function, x: np.ndarray) -> tuple[np.ndarray, np.
     if keras.backend.backend() == "jax":
         import jax
 
-        with jax.enable_x64(True):
+        with float64_keras():
             tensor = jax.numpy.asarray(x, dtype=jax.numpy.float64)
             value = function(tensor)
             gradient = jax.grad(lambda t: function(t).sum())(tensor)
@@ -68,19 +69,21 @@ def test_activation_and_derivative_match_keras(name, function, derivative, keras
 def test_prelu_matches_keras_layer():
     alpha = np.array([0.1, 0.25, -0.3])
     inputs = np.random.default_rng(0).normal(size=(8, 3))
-    layer = keras.layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(alpha), dtype="float64"
-    )
-    expected = keras.ops.convert_to_numpy(layer(inputs))
+    with float64_keras():
+        layer = keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(alpha), dtype="float64"
+        )
+        expected = keras.ops.convert_to_numpy(layer(inputs))
     np.testing.assert_allclose(act.prelu(inputs, alpha), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_prelu_input_derivative_matches_autograd():
     alpha = np.array([0.1, 0.25, -0.3])
     inputs = np.random.default_rng(1).normal(size=(8, 3))
-    layer = keras.layers.PReLU(
-        alpha_initializer=keras.initializers.Constant(alpha), dtype="float64"
-    )
+    with float64_keras():
+        layer = keras.layers.PReLU(
+            alpha_initializer=keras.initializers.Constant(alpha), dtype="float64"
+        )
     _, expected = keras_value_and_derivative(layer, inputs)
     np.testing.assert_allclose(act.prelu_derivative(inputs, alpha), expected, atol=1e-6)
 

@@ -8,6 +8,7 @@ import pytest
 from deepspark.errors import UserInputError
 from deepspark.fundamentals import losses
 from deepspark.fundamentals.mlp import numerical_gradient
+from tests.conftest import float64_keras
 
 keras = pytest.importorskip("keras")
 
@@ -16,11 +17,13 @@ Y_TRUE = RNG.normal(170.0, 15.0, size=(12, 1))
 Y_PRED = Y_TRUE + RNG.normal(0.0, 3.0, size=(12, 1))
 
 
-def keras_value(loss_or_metric) -> float:
-    if isinstance(loss_or_metric, keras.metrics.Metric):
-        loss_or_metric.update_state(Y_TRUE, Y_PRED)
-        return float(keras.ops.convert_to_numpy(loss_or_metric.result()))
-    return float(keras.ops.convert_to_numpy(loss_or_metric(Y_TRUE, Y_PRED)))
+def keras_value(make_loss_or_metric) -> float:
+    with float64_keras():
+        loss_or_metric = make_loss_or_metric()
+        if isinstance(loss_or_metric, keras.metrics.Metric):
+            loss_or_metric.update_state(Y_TRUE, Y_PRED)
+            return float(keras.ops.convert_to_numpy(loss_or_metric.result()))
+        return float(keras.ops.convert_to_numpy(loss_or_metric(Y_TRUE, Y_PRED)))
 
 
 @pytest.mark.parametrize(
@@ -35,25 +38,20 @@ def keras_value(loss_or_metric) -> float:
     ids=["mse-loss", "mae-loss", "rmse-metric", "mse-metric", "mae-metric"],
 )
 def test_batch_metric_matches_keras(ours, theirs):
-    assert ours(Y_TRUE, Y_PRED) == pytest.approx(keras_value(theirs()), rel=1e-6)
+    assert ours(Y_TRUE, Y_PRED) == pytest.approx(keras_value(theirs), rel=1e-6)
 
 
 def test_sse_is_keras_sum_reduction():
-    expected = keras_value(keras.losses.MeanSquaredError(reduction="sum", dtype="float64"))
+    expected = keras_value(lambda: keras.losses.MeanSquaredError(reduction="sum", dtype="float64"))
     assert losses.sse(Y_TRUE, Y_PRED) == pytest.approx(expected, rel=1e-6)
 
 
 def test_per_example_errors_match_keras_functions():
-    np.testing.assert_allclose(
-        losses.squared_error(Y_TRUE, Y_PRED)[:, 0],
-        keras.ops.convert_to_numpy(keras.losses.mean_squared_error(Y_TRUE, Y_PRED)),
-        rtol=1e-6,
-    )
-    np.testing.assert_allclose(
-        losses.absolute_error(Y_TRUE, Y_PRED)[:, 0],
-        keras.ops.convert_to_numpy(keras.losses.mean_absolute_error(Y_TRUE, Y_PRED)),
-        rtol=1e-6,
-    )
+    with float64_keras():
+        squared = keras.ops.convert_to_numpy(keras.losses.mean_squared_error(Y_TRUE, Y_PRED))
+        absolute = keras.ops.convert_to_numpy(keras.losses.mean_absolute_error(Y_TRUE, Y_PRED))
+    np.testing.assert_allclose(losses.squared_error(Y_TRUE, Y_PRED)[:, 0], squared, rtol=1e-6)
+    np.testing.assert_allclose(losses.absolute_error(Y_TRUE, Y_PRED)[:, 0], absolute, rtol=1e-6)
     np.testing.assert_allclose(losses.error(Y_TRUE, Y_PRED), Y_PRED - Y_TRUE)
 
 

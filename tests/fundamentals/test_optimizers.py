@@ -7,6 +7,7 @@ import pytest
 
 from deepspark.errors import UserInputError
 from deepspark.fundamentals import optimizers
+from tests.conftest import float64_keras
 
 keras = pytest.importorskip("keras")
 
@@ -51,14 +52,15 @@ def gradient_sequence(steps: int) -> list[list[np.ndarray]]:
 
 
 def keras_trajectory(make_optimizer, params, gradients) -> list[list[np.ndarray]]:
-    variables = [keras.Variable(param, dtype="float64") for param in params]
-    optimizer = make_optimizer()
-    trajectory = []
-    for grads in gradients:
-        optimizer.apply(
-            [keras.ops.convert_to_tensor(grad, dtype="float64") for grad in grads], variables
-        )
-        trajectory.append([keras.ops.convert_to_numpy(variable) for variable in variables])
+    with float64_keras():
+        variables = [keras.Variable(param, dtype="float64") for param in params]
+        optimizer = make_optimizer()
+        trajectory = []
+        for grads in gradients:
+            optimizer.apply(
+                [keras.ops.convert_to_tensor(grad, dtype="float64") for grad in grads], variables
+            )
+            trajectory.append([keras.ops.convert_to_numpy(variable) for variable in variables])
     return trajectory
 
 

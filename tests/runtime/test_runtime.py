@@ -1,0 +1,85 @@
+"""deepspark.runtime on the backend Keras runs on: outputs equal a plain Keras call, gradients are
+exact, and on JAX a stream of batches of any size compiles a bounded number of times."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from deepspark import runtime
+from deepspark.runtime import forward, input_gradients, padded_size
+
+
+def dense_model(width: int = 5, outputs: int = 3):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((width,))
+    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(outputs)(hidden))
+
+
+def test_forward_equals_a_plain_keras_call_for_any_row_count():
+    model = dense_model()
+    rng = np.random.default_rng(0)
+    for rows in (1, 7, 300):
+        x = rng.normal(size=(rows, 5)).astype(np.float32)
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        np.testing.assert_allclose(
+            forward(model, x, batch_rows=128), expected, rtol=1e-5, atol=1e-6
+        )
+    assert forward(model, np.zeros((0, 5), np.float32)).shape == (0, 3)
+
+
+def test_forward_takes_named_inputs():
+    numeric = keras.Input((2,), name="numeric")
+    model = keras.Model({"numeric": numeric}, keras.layers.Dense(1)(numeric))
+    x = {"numeric": np.ones((10, 2), np.float32)}
+    assert forward(model, x).shape == (10, 1)
+
+
+def test_input_gradients_of_a_linear_model_are_its_weights():
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    kernel = keras.ops.convert_to_numpy(model.layers[-1].kernel)
+    points = np.random.default_rng(2).normal(size=(50, 4)).astype(np.float32)
+    columns = np.arange(50) % 3
+    gradients = input_gradients(model, points, columns)
+    assert gradients.dtype == np.float64 and gradients.shape == (50, 4)
+    np.testing.assert_allclose(gradients, kernel.T[columns], rtol=1e-6)
+
+
+def test_padded_sizes_are_a_small_fixed_set():
+    sizes = {padded_size(rows, 8192) for rows in range(1, 8193)}
+    assert sizes == {16 * 2**power for power in range(10)}  # 16 ... 8192
+    assert padded_size(9000, 10_000) == 10_000
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="compilation is JAX's (torch is eager)"
+)
+def test_a_stream_of_batch_sizes_compiles_once_per_padded_size():
+    from deepspark.runtime._jax import compile_count
+
+    model = dense_model()
+    rng = np.random.default_rng(3)
+    first = [1, 9, 16, 100, 1000, 5000, 8192, 9000, 20_001]  # the last two span several chunks
+    for rows in first:
+        forward(model, rng.normal(size=(rows, 5)).astype(np.float32))
+    chunks = [min(8192, rows - start) for rows in first for start in range(0, rows, 8192)]
+    assert compile_count(model) == len({padded_size(chunk, 8192) for chunk in chunks}) == 5
+    # Any other sizes within the same buckets (a Spark job's batches, a file's last batch):
+    for rows in (2, 5, 15, 99, 1001, 4097, 8191, 8193, 16_385):
+        forward(model, rng.normal(size=(rows, 5)).astype(np.float32))
+    assert compile_count(model) <= len({16 * 2**power for power in range(10)})
+    gradient_points = rng.normal(size=(37, 5)).astype(np.float32)
+    input_gradients(model, gradient_points, np.zeros(37, dtype=int))
+    before = compile_count(model)
+    input_gradients(model, gradient_points[:33], np.zeros(33, dtype=int))
+    assert compile_count(model) == before
+
+
+def test_framework_versions_name_the_backend():
+    versions = runtime.framework_versions()
+    assert versions["keras_backend"] == keras.backend.backend()
+    assert keras.backend.backend() in versions

@@ -29,8 +29,10 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build_horovod.sh
 demo: setup
 	$(BIN)/python -m deepspark.demo
 
+# The default suite on the default Keras backend (JAX), then the backend-parity set on torch.
 test: setup horovod
 	$(BIN)/python -m pytest -q
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m parity
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -28,6 +28,7 @@ def _explain(trained, method, *, rows=20, background=40, options=None):
     )
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("baseline", ["mean", "background"])
 @pytest.mark.parametrize("fixture", ["regression_model", "binary_model"])
 def test_gradient_is_additive_within_one_percent_of_the_spread(fixture, baseline, request):

@@ -72,6 +72,7 @@ def wait_for_epoch(workdir, process, epoch, timeout=240):
     raise AssertionError("no checkpoint in time")
 
 
+@pytest.mark.parity
 def test_sigkill_then_resume_loses_no_epoch(workdir):
     process = start_training(workdir)
     run_id, _ = wait_for_epoch(workdir, process, 2)

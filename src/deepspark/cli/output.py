@@ -40,6 +40,8 @@ def configure_logging(*, quiet: bool, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # JAX warns on every fork; deepspark's child processes (Spark's JVM, workers) exec at once.
+    warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
 
 
 @contextlib.contextmanager

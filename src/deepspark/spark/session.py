@@ -65,6 +65,8 @@ def get_session(
     # PySpark 4 warns on every pandas conversion under pandas 3; deepspark's Spark paths are
     # tested with pandas 3, so the warning is noise for users.
     warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+    # JAX warns on every fork; Spark's launcher forks only to exec the JVM at once.
+    warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
 
     active = SparkSession.getActiveSession()
     if active is not None:

@@ -76,3 +76,39 @@ def test_config_is_frozen():
     config = TrainConfig(data="x.csv")
     with pytest.raises(AttributeError):
         config.epochs = 5
+
+
+def test_collectives_follow_the_keras_backend_and_the_launcher():
+    from deepspark.config import resolve_collectives
+
+    assert resolve_collectives("local", None, "jax") == "jax"
+    assert resolve_collectives("spark", None, "jax") == "jax"
+    assert resolve_collectives("local", None, "torch") == "torch"
+    assert resolve_collectives("horovod", None, "torch") == "horovod"
+    assert resolve_collectives("spark", "horovod", "torch") == "horovod"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "collectives", "keras_backend", "pattern"),
+    [
+        ("horovod", None, "jax", r"Horovod trains Keras on the torch backend only; add --keras-b"),
+        ("local", "torch", "jax", r"Keras runs on jax, which communicates through jax"),
+        ("spark", "jax", "torch", r"Keras runs on torch, which communicates through torch or hor"),
+        ("local", "horovod", "torch", r"horovod collectives need --launcher horovod"),
+    ],
+)
+def test_impossible_launches_name_the_fix(launcher, collectives, keras_backend, pattern):
+    from deepspark.config import resolve_collectives
+
+    with pytest.raises(UserInputError, match=pattern):
+        resolve_collectives(launcher, collectives, keras_backend)
+
+
+def test_the_old_backend_setting_still_works_with_a_deprecation_warning():
+    settings = {"data": "x.csv", "backend": "horovod", "launcher": "horovod", "workers": 2}
+    with pytest.warns(FutureWarning, match=r"'backend' setting \(--backend\) is deprecated"):
+        config = make_config({**settings, "keras_backend": "torch"})
+    assert config.collectives == "horovod"
+    stored = {**config.to_dict(), "backend": "horovod"}
+    del stored["collectives"]
+    assert TrainConfig.from_dict(stored).collectives == "horovod"

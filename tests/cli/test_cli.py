@@ -185,6 +185,18 @@ def test_predict_unknown_model_uri(workdir, capsys):
         ),
         (["--data", "table.csv", "--target", "y", "--resume-from", "x"], r"No such option"),
         (["--data", "table.csv"], r"No target given; pass --target with one of: x1, x2"),
+        (
+            ["--data", "table.csv", "--target", "y", "--keras-backend", "theano"],
+            r"Invalid --keras-backend: unknown value; valid values are jax, torch",
+        ),
+        (
+            ["--data", "table.csv", "--target", "y", "--collectives", "mpi"],
+            r"Invalid --collectives: unknown value; valid values are jax, torch, horovod",
+        ),
+        (
+            ["--data", "table.csv", "--target", "y", "--workers", "2", "--launcher", "horovod"],
+            r"Horovod trains Keras on the torch backend only; add --keras-backend torch",
+        ),
     ],
 )
 def test_train_bad_input(args, pattern, workdir, capsys):

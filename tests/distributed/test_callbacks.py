@@ -8,7 +8,7 @@ from deepspark.distributed import DistributedOptimizer, LearningRateWarmup
 from deepspark.errors import UserInputError
 from deepspark.training import callbacks as ds_callbacks
 from deepspark.training.checkpoint import CheckpointStore
-from deepspark.training.fit import _callbacks
+from deepspark.training.fit import default_callbacks
 from tests.distributed.rank_functions import compiled_model, dataset
 
 keras = import_keras()
@@ -20,6 +20,10 @@ class RecordRate(keras.callbacks.Callback):
         self.rates = []
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Keras' JAX fit keeps the state off the variables during an epoch: read it from there.
+        if getattr(self.model, "_jax_state", None) is not None:
+            self.model.jax_state_sync()
+            self.model._jax_state_synced = True
         self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
 
@@ -36,8 +40,8 @@ def test_only_rank_zero_writes(tmp_path):
     config = TrainConfig(data="diabetes")
     store = CheckpointStore(tmp_path)
     writers = (ds_callbacks.EpochCheckpoint, ds_callbacks.MlflowEpochLogger)
-    rank_zero, _, _ = _callbacks(config, store, None, [], writer=True, run_id="r")
-    others, _, _ = _callbacks(config, store, None, [], writer=False, run_id="r")
+    rank_zero = default_callbacks(config, store, writer=True, run_id="r").callbacks
+    others = default_callbacks(config, store, writer=False, run_id="r").callbacks
     assert sum(isinstance(callback, writers) for callback in rank_zero) == 2
     assert not any(
         isinstance(callback, (*writers, ds_callbacks.EpochProgress)) for callback in others
@@ -49,14 +53,29 @@ def test_only_rank_zero_writes(tmp_path):
     [
         ({"workers": 0}, "Received: workers=0"),
         ({"launcher": "mpirun"}, "Received: launcher='mpirun'"),
-        ({"workers": 2, "backend": "horovod"}, "needs --launcher horovod.*Received: backend="),
-        ({"launcher": "horovod", "backend": "torch"}, "Received: backend='torch'"),
+        # (formerly --backend) collectives: the Keras backend's own, horovod with its launchers
+        (
+            {"workers": 2, "collectives": "horovod", "keras_backend": "torch"},
+            "need --launcher horovod.*Received: collectives='horovod'",
+        ),
+        (
+            {"launcher": "horovod", "collectives": "torch", "keras_backend": "torch"},
+            "Received: collectives='torch'",
+        ),
+        ({"workers": 2, "collectives": "torch", "keras_backend": "jax"}, "Keras runs on jax"),
+        ({"launcher": "horovod", "keras_backend": "jax"}, "Received: launcher='horovod'"),
         ({"max_restarts": -1}, "Received: max_restarts=-1"),
     ],
 )
 def test_distributed_settings_are_validated(settings, message):
     with pytest.raises(UserInputError, match=message):
         TrainConfig(data="diabetes", **settings)
+
+
+def test_old_backend_setting_still_reads_as_collectives():
+    document = {"data": "diabetes", "workers": 2, "backend": "torch", "keras_backend": "torch"}
+    config = TrainConfig.from_dict(document)
+    assert config.collectives == "torch"
 
 
 def test_nan_guard_reads_the_reduced_loss_flag():

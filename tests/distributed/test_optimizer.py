@@ -51,4 +51,13 @@ def test_rejects_what_is_not_a_keras_optimizer():
 
 def test_unknown_backend_is_a_user_error():
     with pytest.raises(UserInputError, match="Received: backend='mpi'"):
-        DistributedOptimizer(keras.optimizers.SGD(0.1), backend="mpi")
+        with pytest.warns(FutureWarning, match="'backend' argument is deprecated"):
+            DistributedOptimizer(keras.optimizers.SGD(0.1), backend="mpi")
+    with pytest.raises(UserInputError, match="Received: collectives='mpi'"):
+        DistributedOptimizer(keras.optimizers.SGD(0.1), collectives="mpi")
+
+
+def test_collectives_of_the_other_keras_backend_are_a_user_error():
+    other = "torch" if keras.backend.backend() == "jax" else "jax"
+    with pytest.raises(UserInputError, match=f"Received: collectives='{other}'"):
+        DistributedOptimizer(keras.optimizers.SGD(0.1), collectives=other)

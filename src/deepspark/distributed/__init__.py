@@ -1,4 +1,4 @@
-"""Horovod-style data-parallel training for Keras 3 on torch: the one-line change.
+"""Horovod-style data-parallel training for Keras 3, on JAX and on torch: the one-line change.
 
 Common case (every rank runs this, e.g. through ``deepspark.distributed.run``)::
 
@@ -8,6 +8,10 @@ Common case (every rank runs this, e.g. through ``deepspark.distributed.run``)::
     model.fit(x[rank()::size()], y[rank()::size()], callbacks=distributed_callbacks())
 
 Or let deepspark do all of it: ``deepspark.train(..., workers=2, launcher="local")``.
+
+On JAX the ranks communicate through ``jax.distributed`` and Keras' data-parallel distribution
+(``collectives="jax"``), on torch through ``torch.distributed`` or Horovod; ``run``, ``init`` and
+``DistributedOptimizer`` pick the Keras backend's own by default.
 """
 
 from __future__ import annotations

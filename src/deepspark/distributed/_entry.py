@@ -1,7 +1,8 @@
 """``python -m deepspark.distributed._entry JOB_DIR``: one worker of a process launcher.
 
-Runs the pickled function through ``run_rank``; rank 0 writes the return value to the job
-folder, a worker that raises writes (exception, traceback) there and exits 1.
+Runs the pickled job through ``run_packed`` with the collectives the launcher chose; rank 0 writes
+the return value to the job folder, a worker that raises writes (exception, traceback) there and
+exits 1.
 """
 
 from __future__ import annotations
@@ -16,18 +17,29 @@ def main(job_dir: Path) -> int:
     import cloudpickle
 
     from deepspark.distributed._processes import ERROR_PREFIX, JOB_FILE, RESULT_FILE
-    from deepspark.distributed.launch import run_rank
+    from deepspark.distributed.backends import COLLECTIVES_ENV, default_collectives
+    from deepspark.distributed.launch import run_packed
 
-    train_fn, args = cloudpickle.loads((job_dir / JOB_FILE).read_bytes())
     rank = os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "0"))
+    # DEEPSPARK_BACKEND: what launchers of earlier versions set.
+    collectives = (
+        os.environ.get(COLLECTIVES_ENV)
+        or os.environ.get("DEEPSPARK_BACKEND")
+        or default_collectives()
+    )
     try:
-        result = run_rank(train_fn, args, os.environ.get("DEEPSPARK_BACKEND", "torch"))
+        result = run_packed((job_dir / JOB_FILE).read_bytes(), collectives)
     except Exception as error:  # noqa: BLE001  reported to the launcher, which re-raises it
         original = error.__cause__ or error
         _write_atomic(
             job_dir / f"{ERROR_PREFIX}{rank}.pkl",
             _dumps_error(cloudpickle, original, traceback.format_exc()),
         )
+        if collectives == "jax":
+            # A normal exit would wait (minutes) in jax.distributed's shutdown barrier for
+            # peers that are stuck in a collective with this process.
+            sys.stderr.flush()
+            os._exit(1)
         return 1
     if int(rank) == 0:
         _write_atomic(job_dir / RESULT_FILE, cloudpickle.dumps(result))

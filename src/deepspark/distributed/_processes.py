@@ -1,5 +1,5 @@
 """Launchers that start worker processes on this machine: ``local`` (torchrun-style environment
-rendezvous for torch.distributed) and ``horovod`` (``horovodrun --gloo``).
+rendezvous for jax.distributed or torch.distributed) and ``horovod`` (``horovodrun --gloo``).
 
 The job (function and arguments) goes to the workers as a cloudpickle file in a job folder; each
 worker runs ``python -m deepspark.distributed._entry JOB_DIR``; rank 0 writes its return value
@@ -19,14 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from deepspark._backend import backend_name
 from deepspark.distributed.backends import free_port
-from deepspark.distributed.launch import (
-    LOG_LEVEL_ENV,
-    RESTART_ENV,
-    WorkerFailedError,
-    WorkerLostError,
-)
+from deepspark.distributed.launch import WorkerFailedError, WorkerLostError, worker_settings
 
 logger = logging.getLogger("deepspark.distributed")
 
@@ -38,14 +32,14 @@ POLL_SECONDS = 0.05
 GRACE_SECONDS = 3.0
 
 
-def launch(train_fn, args, *, workers: int, launcher: str, attempt: int):
+def launch(job: bytes, *, workers: int, launcher: str, collectives: str, attempt: int):
     """Start the workers, wait for them, return rank 0's value (see module docstring)."""
     import cloudpickle  # comes with MLflow, a core dependency
 
     job_dir = Path(tempfile.mkdtemp(prefix="deepspark-job-"))
     try:
-        (job_dir / JOB_FILE).write_bytes(cloudpickle.dumps((train_fn, args)))
-        env = _worker_env(job_dir, attempt, backend="horovod" if launcher == "horovod" else "torch")
+        (job_dir / JOB_FILE).write_bytes(job)
+        env = {**os.environ, **worker_settings(collectives, attempt)}
         if launcher == "horovod":
             processes = [_start_horovodrun(job_dir, workers, env)]
         else:
@@ -57,21 +51,7 @@ def launch(train_fn, args, *, workers: int, launcher: str, attempt: int):
         shutil.rmtree(job_dir, ignore_errors=True)
 
 
-def _worker_env(job_dir: Path, attempt: int, *, backend: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            RESTART_ENV: str(attempt),
-            "DEEPSPARK_BACKEND": backend,
-            LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger("deepspark").getEffectiveLevel()),
-            "KERAS_BACKEND": backend_name(),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _entry_command(job_dir: Path) -> list[str]:
+def entry_command(job_dir: Path) -> list[str]:
     return [sys.executable, "-m", "deepspark.distributed._entry", str(job_dir)]
 
 
@@ -88,7 +68,7 @@ def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subpr
         # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
         processes.append(
             subprocess.Popen(
-                _entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=_die_with_parent
+                entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=die_with_parent
             )
         )
     return processes
@@ -99,13 +79,13 @@ def _start_horovodrun(job_dir: Path, workers: int, env: dict[str, str]) -> subpr
     if not horovodrun.exists():
         horovodrun = Path(shutil.which("horovodrun") or "horovodrun")
     command = [str(horovodrun), "--gloo", "-np", str(workers), "-H", f"localhost:{workers}"]
-    command += ["--gloo-timeout-seconds", "60", *_entry_command(job_dir)]
+    command += ["--gloo-timeout-seconds", "60", *entry_command(job_dir)]
     return subprocess.Popen(
-        command, env=env, stdout=2, start_new_session=True, preexec_fn=_die_with_parent
+        command, env=env, stdout=2, start_new_session=True, preexec_fn=die_with_parent
     )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: if the launcher is SIGKILLed, its workers must not train on
     (and write checkpoints) as orphans; Linux delivers SIGKILL to them when it dies."""
     if sys.platform.startswith("linux"):
@@ -142,7 +122,7 @@ def _raise_failure(exits: list[int | None], job_dir: Path) -> None:
     died = [
         f"worker {index} exited {code}"
         for index, code in enumerate(exits)
-        if code is not None and code != 0 and (code < 0 or not error_files)
+        if code is not None and code != 0 and (_killed(code) or not error_files)
     ]
     if died or not error_files:
         raise WorkerLostError(", ".join(died) or "a worker was lost")
@@ -152,6 +132,12 @@ def _raise_failure(exits: list[int | None], job_dir: Path) -> None:
         error.add_note(f"raised in a worker:\n{remote_traceback}")
         raise error
     raise WorkerFailedError(str(error))
+
+
+def _killed(code: int) -> bool:
+    """Died by a signal that says "lost" (killed, crashed). Not SIGABRT: jax.distributed aborts
+    the survivors when a peer that raised has exited; the raising worker's error wins."""
+    return code < 0 and code != -signal.SIGABRT
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:

@@ -1,8 +1,12 @@
 """The ``spark`` launcher: ranks run as Spark barrier tasks on whatever master the session uses.
 
-``torch`` backend: ``pyspark.ml.torch.distributor.TorchDistributor`` (each task starts a torchrun
-process, which sets the torch.distributed environment). ``horovod`` backend:
-``horovod.spark.run`` (Horovod's own task service and Gloo rendezvous).
+``jax`` collectives: one barrier task per rank (``rdd.barrier().mapPartitions``); each task
+starts a fresh ``python -m deepspark.distributed._entry`` process (``jax.distributed`` joins once
+per process, and Spark reuses its Python workers) with the torchrun-style environment: rank =
+partition id, rendezvous at rank 0's host on a port rank 0 picked and shared with ``allGather``.
+The job travels in the task's closure; rank 0's task returns the result. ``torch``:
+``pyspark.ml.torch.distributor.TorchDistributor`` (each task starts a torchrun process).
+``horovod``: ``horovod.spark.run`` (Horovod's own task service and Gloo rendezvous).
 
 Spark reports a failed barrier stage as text; a failure carrying ``NO_RETRY_MARKER`` is a worker
 that raised (``WorkerFailedError``), anything else (a killed Python worker, a lost executor) is a
@@ -14,57 +18,154 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 from deepspark._optional import require
 from deepspark.distributed.launch import (
     NO_RETRY_MARKER,
     WorkerFailedError,
     WorkerLostError,
-    run_rank,
+    run_packed,
+    worker_settings,
 )
 
 logger = logging.getLogger("deepspark.distributed")
 _TAIL_CHARACTERS = 2000
+# A worker aborted by jax.distributed (its peer is gone) reports a moment late, so that the
+# peer's own error fails the barrier stage first.
+_ABORT_REPORT_DELAY_S = 2.0
 
 
-def launch(train_fn, args, *, workers: int, backend: str, attempt: int):
-    """Run ``train_fn(*args)`` on ``workers`` barrier tasks; return rank 0's value."""
+def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
+    """Run the pickled job on ``workers`` barrier tasks; return rank 0's value."""
     require("pyspark", feature="The spark launcher")
+    import cloudpickle
+
     from deepspark.spark.session import get_session
 
     session = get_session()
     logger.info(
-        "launching %d ranks on Spark (%s, %s backend)",
+        "launching %d ranks on Spark (%s, %s collectives)",
         workers,
         session.sparkContext.master,
-        backend,
+        collectives,
     )
-    if backend == "horovod":
+    settings = worker_settings(collectives, attempt)
+    if collectives == "horovod":
         horovod_spark = require("horovod.spark", feature="The spark launcher with Horovod")
-        job = functools.partial(
+        job_fn = functools.partial(
             horovod_spark.run,
-            run_rank,
-            args=(train_fn, tuple(args), "horovod"),
+            run_packed,
+            args=(job, "horovod"),
             num_proc=workers,
             use_gloo=True,
             verbose=0,
+            env={**os.environ, **settings},
+        )
+    elif collectives == "torch":
+        job_fn = functools.partial(
+            _torch_distributor(session, workers).run, run_packed, job, "torch"
         )
     else:
-        job = functools.partial(
-            _torch_distributor(session, workers).run, run_rank, train_fn, tuple(args), "torch"
-        )
+        job_fn = functools.partial(_run_barrier_tasks, session, job, workers, settings)
     # Set-up errors (above) propagate as they are; failures of the job itself are classified.
     try:
         with _signal_handlers_kept():
-            results = job()
+            results = job_fn()
     except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
         text = str(error)
         if NO_RETRY_MARKER in text:
             raise WorkerFailedError(_tail(text[text.index(NO_RETRY_MARKER) :])) from error
         raise WorkerLostError(f"a Spark task failed: {_tail(text)}") from error
-    return results[0] if backend == "horovod" else results
+    if collectives == "horovod":
+        return results[0]
+    if collectives == "jax":
+        return cloudpickle.loads(results[0])
+    return results
+
+
+def _run_barrier_tasks(session, job: bytes, workers: int, settings: dict[str, str]) -> list:
+    """One barrier task per rank, each running one worker process; rank 0's result bytes."""
+
+    def run_partition(_rows):
+        yield from _barrier_task(job, workers, settings)
+
+    ranks = session.sparkContext.parallelize(range(workers), workers)
+    return ranks.barrier().mapPartitions(run_partition).collect()
+
+
+def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
+    """In a Spark task: rendezvous, start the worker, wait, report (see module docstring)."""
+    from pyspark import BarrierTaskContext
+
+    from deepspark.distributed._processes import (
+        ERROR_PREFIX,
+        JOB_FILE,
+        RESULT_FILE,
+        die_with_parent,
+        entry_command,
+    )
+    from deepspark.distributed.backends import free_port
+
+    context = BarrierTaskContext.get()
+    rank = context.partitionId()
+    # Rank 0 hosts the coordinator: it picks a port free on its own host.
+    port = context.allGather(str(free_port("") if rank == 0 else 0))[0]
+    environment = {
+        **os.environ,
+        **settings,
+        **_device_settings(context),
+        "MASTER_ADDR": context.getTaskInfos()[0].address.split(":")[0],
+        "MASTER_PORT": port,
+        "WORLD_SIZE": str(workers),
+        "RANK": str(rank),
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "1",
+    }
+    job_dir = Path(tempfile.mkdtemp(prefix="deepspark-task-"))
+    try:
+        (job_dir / JOB_FILE).write_bytes(job)
+        process = subprocess.Popen(
+            entry_command(job_dir), env=environment, stdout=2, preexec_fn=die_with_parent
+        )
+        code = process.wait()
+        if code == 0:
+            if rank == 0:
+                yield (job_dir / RESULT_FILE).read_bytes()
+            return
+        error_file = job_dir / f"{ERROR_PREFIX}{rank}.pkl"
+        if error_file.exists():
+            raise RuntimeError(_worker_error_text(error_file))
+        if code == -signal.SIGABRT:
+            time.sleep(_ABORT_REPORT_DELAY_S)
+        raise RuntimeError(f"rank {rank}'s worker process exited {code}")
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _device_settings(context) -> dict[str, str]:
+    """The GPUs Spark gave this task; none given: CPU only (as ``TorchDistributor`` does),
+    unless the user chose JAX's platforms."""
+    gpus = context.resources().get("gpu")
+    if gpus is not None and gpus.addresses:
+        return {"CUDA_VISIBLE_DEVICES": ",".join(gpus.addresses)}
+    return {} if "JAX_PLATFORMS" in os.environ else {"JAX_PLATFORMS": "cpu"}
+
+
+def _worker_error_text(error_file: Path) -> str:
+    import cloudpickle
+
+    error, remote_traceback = cloudpickle.loads(error_file.read_bytes())
+    logger.debug("worker traceback:\n%s", remote_traceback)
+    summary = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    return f"{NO_RETRY_MARKER} {summary}"
 
 
 @contextlib.contextmanager

@@ -1,17 +1,23 @@
-"""Communication backends: ``torch.distributed`` (gloo on CPU, nccl on GPU) and ``horovod.torch``.
+"""Collectives: how ranks communicate. ``jax`` (``jax.distributed``, Keras on JAX),
+``torch`` (``torch.distributed``, gloo on CPU, nccl on GPU) and ``horovod`` (``horovod.torch``);
+the last two for Keras on torch.
 
-Both expose the same five collectives deepspark needs, so ``DistributedOptimizer`` and the
+All expose the same five collectives deepspark needs, so ``DistributedOptimizer`` and the
 distributed callbacks never care which one runs underneath::
 
-    backend = deepspark.distributed.init()        # torch.distributed from torchrun-style env
+    backend = deepspark.distributed.init()        # the collectives of the Keras backend
     backend.rank, backend.size
     backend.allreduce_sum_(tensor, name="grads")  # in place, every rank gets the sum
     backend.broadcast_(tensor, root=0, name="w")  # in place
     backend.broadcast_object(obj, root=0)         # any picklable object
 
-``torch``: rendezvous from ``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` / ``WORLD_SIZE`` (what the
-local launcher, torchrun and Spark's TorchDistributor set); without them, a world of one process.
-``horovod``: ``hvd.init()`` under ``horovodrun`` or ``horovod.spark.run``.
+Tensors are torch tensors for ``torch`` and ``horovod``, NumPy arrays for ``jax`` (whose
+training needs no explicit collectives: see ``deepspark.distributed._jax``).
+
+``jax`` and ``torch``: rendezvous from ``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` /
+``WORLD_SIZE`` (what the local and spark launchers, torchrun and Spark's TorchDistributor set);
+without them, a world of one process. ``horovod``: ``hvd.init()`` under ``horovodrun`` or
+``horovod.spark.run``.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ import datetime
 import logging
 import os
 import socket
+import warnings
 
 from deepspark._optional import require
-from deepspark.config import COLLECTIVES as BACKENDS
+from deepspark.config import COLLECTIVES
 from deepspark.errors import MissingDependencyError, UserInputError
 
 logger = logging.getLogger("deepspark.distributed")
 
 TIMEOUT_ENV = "DEEPSPARK_DIST_TIMEOUT"
+# Set by the launchers for their workers: the collectives ``get_backend()`` joins.
+COLLECTIVES_ENV = "DEEPSPARK_COLLECTIVES"
 
 _active: dict[str, CommunicationBackend | None] = {"backend": None}
 
@@ -144,37 +153,46 @@ class HorovodBackend(CommunicationBackend):
         self._hvd.shutdown()
 
 
-def init(backend: str = "torch") -> CommunicationBackend:
+def init(collectives: str | None = None, *, backend: str | None = None) -> CommunicationBackend:
     """Join the process group of this rank (idempotent) and make it the active backend.
 
     Args:
-        backend: ``"torch"`` (torch.distributed) or ``"horovod"`` (horovod.torch).
+        collectives: ``"jax"`` (jax.distributed), ``"torch"`` (torch.distributed) or
+            ``"horovod"`` (horovod.torch); ``None`` follows the launcher's setting, else the Keras
+            backend (``jax`` for JAX, ``torch`` for torch).
+        backend: Deprecated spelling of ``collectives``.
 
     Returns:
         The active ``CommunicationBackend``.
 
     Raises:
-        UserInputError: For an unknown backend name.
+        UserInputError: For an unknown name, or a second, different group in this process.
         MissingDependencyError: ``"horovod"`` without Horovod installed.
     """
+    collectives = renamed_argument(collectives, backend) or default_collectives()
     active = _active["backend"]
     if active is not None:
-        if active.name != backend:
+        if active.name != collectives:
             raise UserInputError(
-                f"This process already joined a '{active.name}' process group; one backend per "
-                f"process. Received: backend={backend!r}"
+                f"This process already joined a '{active.name}' process group; one kind of "
+                f"collectives per process. Received: collectives={collectives!r}"
             )
         return active
-    check_backend_name(backend)
-    created = TorchDistributedBackend() if backend == "torch" else HorovodBackend()
+    check_collectives(collectives)
+    if collectives == "jax":
+        from deepspark.distributed._jax import JaxDistributedBackend
+
+        created = JaxDistributedBackend()
+    else:
+        created = TorchDistributedBackend() if collectives == "torch" else HorovodBackend()
     _active["backend"] = created
     logger.debug("rank %d/%d joined (%s)", created.rank, created.size, created.name)
     return created
 
 
 def get_backend() -> CommunicationBackend:
-    """The active backend; joins a ``torch.distributed`` group (from the env) when none is."""
-    return _active["backend"] or init("torch")
+    """The active backend; joins the default collectives (from the env) when none is."""
+    return _active["backend"] or init()
 
 
 def shutdown() -> None:
@@ -184,13 +202,45 @@ def shutdown() -> None:
         active.shutdown()
 
 
-def check_backend_name(backend: str) -> None:
-    """Raise ``UserInputError`` unless ``backend`` is one of ``BACKENDS``."""
-    if backend not in BACKENDS:
+def default_collectives() -> str:
+    """What a launcher chose for its workers, else the Keras backend's own collectives."""
+    from deepspark._backend import backend_name
+
+    return os.environ.get(COLLECTIVES_ENV) or ("jax" if backend_name() == "jax" else "torch")
+
+
+def keras_backend_for(collectives: str) -> str:
+    """The Keras backend that trains with ``collectives`` (``jax``; ``torch`` for the others)."""
+    return "jax" if collectives == "jax" else "torch"
+
+
+def check_collectives(collectives: str, *, parameter: str = "collectives") -> None:
+    """Raise ``UserInputError`` unless ``collectives`` is one of ``COLLECTIVES``."""
+    if collectives not in COLLECTIVES:
         raise UserInputError(
-            f"Unknown distributed backend; valid backends are {', '.join(BACKENDS)}. "
-            f"Received: backend={backend!r}"
+            f"Unknown collectives; valid values are {', '.join(COLLECTIVES)}. "
+            f"Received: {parameter}={collectives!r}"
         )
+
+
+def renamed_argument(collectives, backend, *, stacklevel: int = 3):
+    """``collectives``, or the deprecated ``backend=`` spelling with a ``FutureWarning``."""
+    if backend is None:
+        return collectives
+    warnings.warn(
+        "The 'backend' argument is deprecated; use 'collectives' (how ranks communicate, not "
+        "the Keras backend).",
+        FutureWarning,
+        stacklevel=stacklevel,
+    )
+    if collectives is not None and collectives is not backend:
+        raise UserInputError(
+            "Pass 'collectives' only ('backend' is its deprecated spelling). "
+            f"Received: collectives={collectives!r}, backend={backend!r}"
+        )
+    if isinstance(backend, str):
+        check_collectives(backend, parameter="backend")
+    return backend
 
 
 def free_port(host: str = "127.0.0.1") -> int:

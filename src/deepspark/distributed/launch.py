@@ -1,15 +1,18 @@
 """``run``: call a function on every rank of a fresh process group, with restarts when a worker
 dies.
 
-A launcher starts ``workers`` processes and a backend connects them:
+A launcher starts ``workers`` processes and the collectives connect them; the collectives also
+choose the workers' Keras backend (``jax`` trains on JAX, ``torch`` and ``horovod`` on torch):
 
-=========  ===========================================  ===============================
-launcher   backend ``torch`` (default)                  backend ``horovod``
-=========  ===========================================  ===============================
-local      N processes here, torchrun-style env         (not supported)
-spark      Spark barrier tasks via ``TorchDistributor``  ``horovod.spark.run``
-horovod    (not supported)                              ``horovodrun --gloo`` here
-=========  ===========================================  ===============================
+- ``local``: N processes on this machine with a torchrun-style environment; ``jax`` (the default
+  on JAX) or ``torch`` (the default on torch).
+- ``spark``: one Spark barrier task per rank on any master; ``jax`` (each task starts one worker
+  process, rank 0's host is the rendezvous), ``torch`` (Spark's ``TorchDistributor``) or
+  ``horovod`` (``horovod.spark.run``).
+- ``horovod``: ``horovodrun --gloo`` on this machine; ``horovod`` only.
+
+The function and its arguments travel to the workers as one cloudpickle payload, unpickled only
+after the worker has chosen its Keras backend and joined the group.
 
 A worker that *dies* (killed, out of memory, lost executor) makes ``run`` start the whole job
 again, up to ``max_restarts`` times; the function is expected to continue from its last
@@ -26,6 +29,7 @@ from typing import Any
 
 from deepspark.config import resolve_collectives
 from deepspark.distributed import backends
+from deepspark.distributed.backends import COLLECTIVES_ENV, keras_backend_for, renamed_argument
 from deepspark.errors import DeepsparkError, UserInputError
 
 logger = logging.getLogger("deepspark.distributed")
@@ -44,19 +48,36 @@ class WorkerFailedError(DeepsparkError):
     """A worker raised an exception (text in the message): not retried."""
 
 
-def default_backend(launcher: str) -> str:
-    """``horovod`` for the horovod launcher, ``torch`` otherwise."""
-    return "horovod" if launcher == "horovod" else "torch"
+def resolve_launch(launcher: str, collectives: str | None = None) -> str:
+    """The collectives of a launch: ``collectives`` checked against ``launcher`` (it also picks
+    the workers' Keras backend), or, when ``None``, the default for this process's Keras backend.
+
+    Raises:
+        UserInputError: For a combination that cannot work.
+    """
+    keras_backend = keras_backend_for(collectives) if collectives else None
+    return resolve_collectives(launcher, collectives, keras_backend)
 
 
-def check_launch(*, workers: int, launcher: str, backend: str, max_restarts: int) -> None:
+def check_launch(*, workers: int, launcher: str, collectives: str, max_restarts: int) -> None:
     """Raise ``UserInputError`` for a launch that cannot work."""
-    resolve_collectives(launcher, backend)
+    resolve_launch(launcher, collectives)
     if int(workers) < 1 or int(max_restarts) < 0:
         raise UserInputError(
             "workers must be >= 1 and max_restarts >= 0. "
             f"Received: workers={workers}, max_restarts={max_restarts}"
         )
+
+
+def worker_settings(collectives: str, attempt: int) -> dict[str, str]:
+    """Environment every worker process gets on top of its launcher's."""
+    return {
+        RESTART_ENV: str(attempt),
+        COLLECTIVES_ENV: collectives,
+        LOG_LEVEL_ENV: logging.getLevelName(logging.getLogger("deepspark").getEffectiveLevel()),
+        "KERAS_BACKEND": keras_backend_for(collectives),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def run(
@@ -65,9 +86,10 @@ def run(
     *,
     workers: int = 2,
     launcher: str = "local",
-    backend: str | None = None,
+    collectives: str | None = None,
     max_restarts: int = 0,
     on_restart: Callable[[int], None] | None = None,
+    backend: str | None = None,
 ) -> Any:
     """Run ``train_fn(*args)`` on every rank; return what rank 0 returned.
 
@@ -79,15 +101,18 @@ def run(
         args: Positional arguments for ``train_fn`` (picklable).
         workers: Number of ranks.
         launcher: ``local``, ``spark`` or ``horovod`` (see the module docstring).
-        backend: ``torch`` or ``horovod``; default follows the launcher.
+        collectives: ``jax``, ``torch`` or ``horovod``; the workers run Keras on JAX for ``jax``
+            and on torch otherwise. ``None``: this process's Keras backend and the launcher
+            decide (``jax`` on JAX; ``torch``, or ``horovod`` for the horovod launcher, on torch).
         max_restarts: Times to start the job again after a worker dies.
         on_restart: Called with the restart number (1, 2...) before each restart.
+        backend: Deprecated spelling of ``collectives``.
 
     Returns:
         Rank 0's return value.
 
     Raises:
-        UserInputError: For an impossible combination of launcher, backend and workers.
+        UserInputError: For an impossible combination of launcher, collectives and workers.
         WorkerFailedError: A worker raised; the message has its error.
         WorkerLostError: Workers kept dying after ``max_restarts`` restarts.
 
@@ -98,11 +123,17 @@ def run(
         ...     return model.get_weights()
         >>> weights = deepspark.distributed.run(train_fn, workers=2)
     """
-    backend = backend or default_backend(launcher)
-    check_launch(workers=workers, launcher=launcher, backend=backend, max_restarts=max_restarts)
+    import cloudpickle  # comes with MLflow, a core dependency
+
+    collectives = renamed_argument(collectives, backend)
+    check_launch(
+        workers=workers, launcher=launcher, collectives=collectives, max_restarts=max_restarts
+    )
+    collectives = resolve_launch(launcher, collectives)
+    job = cloudpickle.dumps((train_fn, tuple(args)))
     for attempt in range(int(max_restarts) + 1):
         try:
-            return _launch_once(train_fn, tuple(args), workers, launcher, backend, attempt)
+            return _launch_once(job, workers, launcher, collectives, attempt)
         except WorkerLostError as error:
             if attempt == max_restarts:
                 raise WorkerLostError(
@@ -115,31 +146,43 @@ def run(
     raise AssertionError("unreachable")
 
 
-def _launch_once(train_fn, args, workers: int, launcher: str, backend: str, attempt: int):
+def _launch_once(job: bytes, workers: int, launcher: str, collectives: str, attempt: int):
     if launcher == "spark":
         from deepspark.distributed import _spark
 
-        return _spark.launch(train_fn, args, workers=workers, backend=backend, attempt=attempt)
+        return _spark.launch(job, workers=workers, collectives=collectives, attempt=attempt)
     from deepspark.distributed import _processes
 
-    return _processes.launch(train_fn, args, workers=workers, launcher=launcher, attempt=attempt)
+    return _processes.launch(
+        job, workers=workers, launcher=launcher, collectives=collectives, attempt=attempt
+    )
 
 
-def run_rank(train_fn: Callable[..., Any], args: Sequence[Any], backend: str) -> Any:
-    """What every rank runs: join the group, call ``train_fn``, leave the group.
+def run_packed(job: bytes, collectives: str) -> Any:
+    """What every rank runs: choose the Keras backend, join the group, unpickle and call the
+    function (``job``: the cloudpickled ``(train_fn, args)``), leave the group.
 
     Exceptions are re-raised with ``NO_RETRY_MARKER`` in front, so launchers that only see the
     text of a failure (Spark) know not to retry it.
     """
+    import cloudpickle
+
+    from deepspark._backend import use_backend
+
     _configure_worker_logging()
-    joined = backends.init(backend)
     try:
+        use_backend(keras_backend_for(collectives))  # before the job's modules import Keras
+    except Exception as error:
+        raise RuntimeError(f"{NO_RETRY_MARKER} {type(error).__name__}: {error}") from error
+    joined = backends.init(collectives)  # before anything touches a JAX device
+    try:
+        train_fn, args = cloudpickle.loads(job)
         result = train_fn(*args)
     except Exception as error:
         # No orderly shutdown here: the group stays up until this process has reported its
         # error and exits, so the peers' "connection reset" errors come after the real one.
         raise RuntimeError(f"{NO_RETRY_MARKER} {type(error).__name__}: {error}") from error
-    if joined.name == "torch":
+    if joined.name in ("torch", "jax"):
         backends.shutdown()
     return result
 

@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from deepspark.distributed.launch import default_backend, run
+from deepspark.distributed.launch import resolve_launch, run
 from deepspark.distributed.shards import data_key, write_shards
 from deepspark.distributed.worker import WorkerJob, model_from_bytes, model_to_bytes, train_worker
 from deepspark.training.checkpoint import CheckpointStore
@@ -32,11 +32,11 @@ def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: s
     """Train ``prepared`` on ``config.workers`` ranks; returns the ``FitOutcome`` of rank 0."""
     import mlflow
 
-    from deepspark.training.fit import FitOutcome, _relog_missing_epochs
+    from deepspark.training.fit import FitOutcome, relog_missing_epochs
 
     config = prepared.config
     launcher = config.launcher or "local"
-    backend = config.collectives or default_backend(launcher)
+    collectives = resolve_launch(launcher, config.collectives)
     job = _worker_job(prepared, store, run_id=run_id)
     mlflow.set_tags({WORLD_SIZE_TAG: config.workers, LAUNCHER_TAG: launcher})
     restarts: list[int] = []
@@ -46,18 +46,21 @@ def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: s
             restarts.append(restart)
         state = store.read_state()
         if state is not None:
-            _relog_missing_epochs(list(state["history"]))
+            relog_missing_epochs(list(state["history"]))
 
     relog_checkpointed_epochs()
     logger.info(
-        "training on %d workers (%s launcher, %s backend)", config.workers, launcher, backend
+        "training on %d workers (%s launcher, %s collectives)",
+        config.workers,
+        launcher,
+        collectives,
     )
     result = run(
         train_worker,
         (job,),
         workers=config.workers,
         launcher=launcher,
-        backend=backend,
+        collectives=collectives,
         max_restarts=config.max_restarts,
         on_restart=relog_checkpointed_epochs,
     )

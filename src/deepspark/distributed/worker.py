@@ -40,19 +40,17 @@ def model_to_bytes(model) -> bytes:
 
 def model_from_bytes(data: bytes):
     """The inverse of ``model_to_bytes`` (compiled; safe mode)."""
-    import deepspark.models.preprocessing  # noqa: F401  registers the custom layers
+    from deepspark.models.loader import load_keras_model
 
-    keras = import_keras()
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.keras"
-        path.write_bytes(data)
-        return keras.saving.load_model(path, safe_mode=True)
+    return load_keras_model(data)
 
 
 def train_worker(job: WorkerJob) -> dict[str, Any] | None:
-    """Train on this rank's shard; rank 0 returns ``{"outcome": {...}, "model": bytes}``."""
+    """Train on this rank's shard with deepspark's fit loop; rank 0 returns
+    ``{"outcome": {...}, "model": bytes}``."""
     from deepspark.distributed.backends import get_backend
     from deepspark.distributed.optimizer import DistributedOptimizer
+    from deepspark.training.fit import run_fit
 
     keras = import_keras()
     backend = get_backend()
@@ -66,34 +64,23 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     target_rate = _target_learning_rate(config, backend.size)
     fresh_rate = target_rate / backend.size if config.warmup_epochs else target_rate
     model = _rank_model(job, store, state, rank=backend.rank, fresh_rate=fresh_rate)
-    DistributedOptimizer(model.optimizer, backend=backend)
-    history = list(state["history"]) if state else []
-    callbacks, nan_guard, early_stopping = _rank_callbacks(
-        job, config, store, state, history, backend=backend, target_rate=target_rate
-    )
-    train_inputs, train_target = read_shard(job.shards, "train", backend.rank)
-    model.fit(
-        train_inputs,
-        train_target,
-        validation_data=read_shard(job.shards, "val", backend.rank),
-        epochs=config.epochs,
-        initial_epoch=start_epoch,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=0,
+    DistributedOptimizer(model.optimizer, collectives=backend)
+    callbacks = _rank_callbacks(job, config, store, state, backend=backend)
+    outcome = run_fit(
+        model,
+        config,
+        train=read_shard(job.shards, "train", backend.rank),
+        validation=read_shard(job.shards, "val", backend.rank),
         callbacks=callbacks,
+        state=state,
+        first_callbacks=_distributed_callbacks(config, backend, target_rate),
     )
     if backend.rank != 0:
         return None
-    outcome = {
-        "history": history,
-        "epochs_completed": history[-1]["epoch"] + 1 if history else start_epoch,
-        "best_epoch": int(early_stopping.best_epoch),
-        "stopped_early": early_stopping.stopped_epoch > 0,
-        "diverged_at": nan_guard.failed_at,
-        "resumed_from_epoch": start_epoch if state is not None else None,
-    }
-    return {"outcome": outcome, "model": model_to_bytes(model)}
+    fields = ("history", "epochs_completed", "best_epoch", "stopped_early", "diverged_at")
+    summary = {name: getattr(outcome, name) for name in fields}
+    summary["resumed_from_epoch"] = outcome.resumed_from_epoch
+    return {"outcome": summary, "model": model_to_bytes(model)}
 
 
 def _rank_model(job: WorkerJob, store: CheckpointStore, state, *, rank: int, fresh_rate: float):
@@ -114,29 +101,40 @@ def _target_learning_rate(config: TrainConfig, world_size: int) -> float:
     return float(rate) * (world_size if config.scale_lr else 1)
 
 
-def _rank_callbacks(job, config, store, state, history, *, backend, target_rate):
-    """Distributed callbacks first (so the rest see global metrics), then deepspark's own;
-    checkpoints, MLflow and progress on rank 0 only."""
-    from deepspark.distributed import callbacks as dist_callbacks
-    from deepspark.training.fit import _callbacks
+def _rank_callbacks(job, config, store, state, *, backend):
+    """deepspark's own callbacks; checkpoints, MLflow and progress on rank 0 only. After a
+    resume every rank gets rank 0's best weights, so that all restore the same ones."""
+    from deepspark.distributed.callbacks import DistributedNanGuard
+    from deepspark.training.fit import default_callbacks
 
     writer = backend.rank == 0
     if writer:
         import mlflow
 
         mlflow.set_tracking_uri(job.tracking_uri)
-    own, nan_guard, early_stopping = _callbacks(
+    callbacks = default_callbacks(
         config,
         store,
-        state,
-        history,
-        nan_guard=dist_callbacks.DistributedNanGuard(),
+        state=state,
+        nan_guard=DistributedNanGuard(),
         writer=writer,
         run_id=job.run_id,
     )
+    if state is not None:
+        early_stopping = callbacks.early_stopping
+        early_stopping.restored_weights = backend.broadcast_object(
+            early_stopping.restored_weights if writer else None
+        )
+    return callbacks
+
+
+def _distributed_callbacks(config: TrainConfig, backend, target_rate: float) -> list:
+    """Before deepspark's own callbacks, so that those see the global state and metrics."""
+    from deepspark.distributed import callbacks as dist_callbacks
+
     callbacks = [
-        dist_callbacks.BroadcastInitialState(backend=backend),
-        dist_callbacks.MetricAverage(backend=backend),
+        dist_callbacks.BroadcastInitialState(collectives=backend),
+        dist_callbacks.MetricAverage(collectives=backend),
     ]
     if config.warmup_epochs:
         callbacks.append(
@@ -144,4 +142,4 @@ def _rank_callbacks(job, config, store, state, history, *, backend, target_rate)
                 target_rate, warmup_epochs=config.warmup_epochs, initial_fraction=1 / backend.size
             )
         )
-    return callbacks + own, nan_guard, early_stopping
+    return callbacks

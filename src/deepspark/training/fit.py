@@ -1,11 +1,20 @@
-"""The Keras ``fit`` call deepspark wraps: model, compile, callbacks, resume from a checkpoint."""
+"""The Keras ``fit`` call deepspark wraps: model, compile, callbacks, resume from a checkpoint.
+
+The public pieces serve local and distributed training alike (a distributed rank runs the same
+loop on its shard, with the distributed callbacks in front): ``build_compiled_model``,
+``default_callbacks``, ``run_fit`` (``model.fit`` with deepspark's settings, and its
+``FitOutcome``) and ``relog_missing_epochs``. ``fit_model`` is all of them for one process.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from deepspark._backend import import_keras
+from deepspark.config import TrainConfig
 from deepspark.models.builders import BuildContext, build_model
 from deepspark.models.preprocessing import StandardizedLoss, fit_numeric_stats
 from deepspark.tracking.run import deferred_interrupts
@@ -20,6 +29,8 @@ logger = logging.getLogger("deepspark.training")
 
 @dataclasses.dataclass
 class FitOutcome:
+    """What a fit produced, for the caller to evaluate and log."""
+
     model: object
     history: list[dict[str, float]]
     epochs_completed: int
@@ -82,44 +93,65 @@ def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
     config = prepared.config
     state = store.read_state()
     if state is None:
-        model, start_epoch, history = build_compiled_model(prepared), 0, []
+        model = build_compiled_model(prepared)
     else:
         model = store.load_model(state)
-        start_epoch, history = state["epoch"] + 1, list(state["history"])
+        start_epoch = state["epoch"] + 1
         keras.utils.set_random_seed(config.seed + start_epoch)
         with deferred_interrupts():
-            _relog_missing_epochs(history)
+            relog_missing_epochs(state["history"])
         logger.info("Resuming after epoch %d", start_epoch)
-    callbacks, nan_guard, early_stopping = _callbacks(config, store, state, history)
-    model.fit(
-        prepared.inputs["train"],
-        prepared.targets["train"],
-        validation_data=(prepared.inputs["val"], prepared.targets["val"]),
-        epochs=config.epochs,
-        initial_epoch=start_epoch,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
-    )
-    completed = history[-1]["epoch"] + 1 if history else start_epoch
-    return FitOutcome(
-        model=model,
-        history=history,
-        epochs_completed=completed,
-        best_epoch=int(early_stopping.best_epoch),
-        stopped_early=early_stopping.stopped_epoch > 0,
-        diverged_at=nan_guard.failed_at,
-        resumed_from_epoch=start_epoch if state is not None else None,
+    return run_fit(
+        model,
+        config,
+        train=(prepared.inputs["train"], prepared.targets["train"]),
+        validation=(prepared.inputs["val"], prepared.targets["val"]),
+        callbacks=default_callbacks(config, store, state=state),
+        state=state,
     )
 
 
-def _callbacks(
-    config, store: CheckpointStore, state, history, *, nan_guard=None, writer=True, run_id=None
-):
-    """deepspark's callbacks; ``writer=False`` (distributed ranks other than 0) leaves out the
-    ones that write checkpoints, MLflow metrics or progress lines."""
+@dataclasses.dataclass
+class FitCallbacks:
+    """deepspark's callbacks for one ``fit``, and those whose state the outcome reports.
+
+    ``history`` holds one entry per completed epoch (checkpointed ones included after a resume);
+    the checkpoint callback appends to it, so it stays empty without ``writer``.
+    """
+
+    callbacks: list
+    nan_guard: ds_callbacks.NanGuard
+    early_stopping: ds_callbacks.ResumableEarlyStopping
+    history: list[dict[str, float]]
+
+
+def default_callbacks(
+    config: TrainConfig,
+    store: CheckpointStore,
+    *,
+    state: dict[str, Any] | None = None,
+    nan_guard: ds_callbacks.NanGuard | None = None,
+    writer: bool = True,
+    run_id: str | None = None,
+) -> FitCallbacks:
+    """deepspark's callbacks: NaN guard, interrupt check, resumable early stopping (and learning
+    rate reduction), then, with ``writer``, checkpoints, MLflow metrics and progress.
+
+    Args:
+        config: The run's settings (patience, ``reduce_lr``, epochs).
+        store: Where checkpoints go (and the best weights of a resumed run come from).
+        state: The checkpoint state being resumed, if any: callback counters and history.
+        nan_guard: The NaN guard to use (a distributed one, say); default ``NanGuard()``.
+        writer: ``False`` for distributed ranks other than 0: leaves out the callbacks that
+            write checkpoints, MLflow metrics or progress lines, and does not read the best
+            weights (they come from rank 0).
+        run_id: The MLflow run to log to; default the active run.
+
+    Returns:
+        The ``FitCallbacks``, callbacks in the order they must run.
+    """
     nan_guard = nan_guard or ds_callbacks.NanGuard()
+    history = list(state["history"]) if state else []
     early_stopping = ds_callbacks.ResumableEarlyStopping(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
@@ -140,11 +172,63 @@ def _callbacks(
             ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id),
             ds_callbacks.EpochProgress(config.epochs),
         ]
-    return callbacks, nan_guard, early_stopping
+    return FitCallbacks(callbacks, nan_guard, early_stopping, history)
 
 
-def _relog_missing_epochs(history: list[dict[str, float]]) -> None:
-    """A run killed between checkpoint and metric logging lost that epoch's metrics: log them."""
+def run_fit(
+    model,
+    config: TrainConfig,
+    *,
+    train: tuple,
+    validation: tuple,
+    callbacks: FitCallbacks,
+    state: dict[str, Any] | None = None,
+    first_callbacks: Sequence = (),
+) -> FitOutcome:
+    """``model.fit`` with deepspark's settings: ``config``'s epochs and batch size, shuffled
+    rows, no Keras progress bar (the callbacks report), continuing after ``state``'s epoch.
+
+    Args:
+        model: A compiled Keras model.
+        config: The run's settings.
+        train: ``(inputs, targets)`` to train on.
+        validation: ``(inputs, targets)`` for validation.
+        callbacks: From ``default_callbacks``.
+        state: The checkpoint state being resumed, if any.
+        first_callbacks: Callbacks that run before deepspark's own (distributed training puts
+            its callbacks there, so that the others see global metrics).
+
+    Returns:
+        The ``FitOutcome`` (world size 1; distributed training fills in the rest).
+    """
+    start_epoch = state["epoch"] + 1 if state else 0
+    inputs, targets = train
+    model.fit(
+        inputs,
+        targets,
+        validation_data=validation,
+        epochs=config.epochs,
+        initial_epoch=start_epoch,
+        batch_size=config.batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[*first_callbacks, *callbacks.callbacks],
+    )
+    history = callbacks.history
+    return FitOutcome(
+        model=model,
+        history=history,
+        epochs_completed=history[-1]["epoch"] + 1 if history else start_epoch,
+        best_epoch=int(callbacks.early_stopping.best_epoch),
+        stopped_early=callbacks.early_stopping.stopped_epoch > 0,
+        diverged_at=callbacks.nan_guard.failed_at,
+        resumed_from_epoch=start_epoch if state is not None else None,
+    )
+
+
+def relog_missing_epochs(history: list[dict[str, float]]) -> None:
+    """A run killed between checkpoint and metric logging lost that epoch's metrics: log them
+    into the active MLflow run."""
     import mlflow
 
     run_id = mlflow.active_run().info.run_id

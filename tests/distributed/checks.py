@@ -1,10 +1,18 @@
-"""Assertions shared by the per-backend and per-launcher correctness tests."""
+"""Assertions and markers shared by the per-backend and per-launcher correctness tests."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from deepspark._backend import backend_name
 from tests.distributed.rank_functions import single_process_reference
+
+# Horovod trains Keras on torch; its tests run in the torch parity set (`make test`).
+torch_only = pytest.mark.skipif(
+    backend_name() != "torch",
+    reason="Horovod trains Keras on torch: runs in the torch parity set (KERAS_BACKEND=torch)",
+)
 
 
 def assert_matches_single_process(result: dict, *, world: int = 2) -> None:

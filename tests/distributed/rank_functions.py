@@ -1,6 +1,7 @@
 """Functions every rank runs in the distributed tests, and the data they share.
 
-Shipped to workers by value (cloudpickle), so worker processes need not import ``tests``.
+Shipped to workers by value (cloudpickle), so worker processes need not import ``tests``; they
+import Keras inside, after the worker has chosen its Keras backend.
 """
 
 from __future__ import annotations
@@ -11,12 +12,6 @@ import cloudpickle
 import numpy as np
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
-try:  # Spark's TorchDistributor pickles with its own copy of cloudpickle
-    from pyspark import cloudpickle as spark_cloudpickle
-
-    spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
-except ImportError:
-    pass
 
 TRAIN_ROWS = 100  # with a global batch of 16: 6 full batches and a last one of 4
 VAL_ROWS = 37  # odd: the two validation shards differ in size (19 and 18 rows)

@@ -1,6 +1,6 @@
-"""The spark launcher: ranks as Spark barrier tasks (TorchDistributor, or horovod.spark.run with
-the Horovod backend), on local[2] and on a local-cluster (separate executor JVMs), with the same
-exactness as the local launcher."""
+"""The spark launcher: ranks as Spark barrier tasks (on JAX one worker process per task; on torch
+TorchDistributor, or horovod.spark.run with Horovod collectives), on local[2] and on a
+local-cluster (separate executor JVMs), with the same exactness as the local launcher."""
 
 import os
 import signal
@@ -12,22 +12,25 @@ import pytest
 
 from deepspark.distributed import run
 from tests.conftest import REPO
-from tests.distributed.checks import assert_matches_single_process
+from tests.distributed.checks import assert_matches_single_process, torch_only
 from tests.distributed.rank_functions import fit_on_shard
 
 pytestmark = [pytest.mark.spark, pytest.mark.distributed, pytest.mark.slow]
 
 
+@pytest.mark.parity
 def test_spark_launcher_on_local_master(spark, workdir):
     result = run(fit_on_shard, workers=2, launcher="spark")
     assert_matches_single_process(result)
 
 
+@pytest.mark.parity
 @pytest.mark.horovod
+@torch_only
 def test_horovod_spark_run_on_local_master(spark, workdir):
     pytest.importorskip("horovod.spark", reason="Horovod is not built; run `make horovod`")
     handlers = [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)]
-    result = run(fit_on_shard, workers=2, launcher="spark", backend="horovod")
+    result = run(fit_on_shard, workers=2, launcher="spark", collectives="horovod")
     assert_matches_single_process(result)
     # horovod.spark.run leaves its own handlers behind; Ctrl-C must still interrupt afterwards
     assert [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)] == handlers

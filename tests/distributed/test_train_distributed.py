@@ -1,7 +1,9 @@
-"""``deepspark train --workers 2``: the real CLI, real worker processes, a real MLflow store.
+"""``deepspark train --workers 2``: the real CLI, real worker processes, a real MLflow store, on
+the default backend (JAX).
 
 A worker killed mid-run makes the launcher restart the job from rank 0's last checkpoint, in the
-same MLflow run, losing no completed epoch; the JSON says how it ran."""
+same MLflow run, losing no completed epoch; the JSON says how it ran. Warmup runs too (on JAX the
+rate changes mid-epoch, outside Keras' compiled step)."""
 
 import json
 import os
@@ -44,7 +46,8 @@ def test_killed_worker_restarts_from_last_checkpoint(workdir):
     make_table(rows=400).to_csv(data, index=False)
     command = [sys.executable, "-m", "deepspark", "train", "--data", str(data), "--target", "y"]
     command += ["--hidden", "32,32", "--epochs", str(EPOCHS), "--batch-size", "16"]
-    command += ["--patience", "100", "--no-reduce-lr", "--workers", "2", "--json"]
+    command += ["--patience", "100", "--no-reduce-lr", "--workers", "2", "--warmup-epochs", "2"]
+    command += ["--json"]
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -70,6 +73,7 @@ def test_killed_worker_restarts_from_last_checkpoint(workdir):
 
 
 def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):
+    """The old --backend spelling still works: a deprecation line, then the usage error."""
     from tests.conftest import run_cli
 
     done = run_cli(
@@ -85,4 +89,5 @@ def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):
         cwd=workdir,
     )
     assert done.returncode == 2
-    assert "Received: backend='horovod'" in done.stderr and "Traceback" not in done.stderr
+    assert "--backend is deprecated" in done.stderr
+    assert "Received: collectives='horovod'" in done.stderr and "Traceback" not in done.stderr

@@ -201,7 +201,9 @@ def pad_to_common_rows(x, y, sample_weight, backend: CommunicationBackend) -> Eq
         extra = np.repeat(np.asarray(copy), target - rows, axis=0)
         return np.concatenate([np.asarray(array), extra])
 
-    padded = tree.map_structure(pad, (x, y, sample_weight), row)
+    padded = (x, y, sample_weight)
+    if rows < target:
+        padded = tree.map_structure(pad, padded, row)
     return EqualRows(*padded, padding_rows=padding_rows, row=row)
 
 

@@ -38,9 +38,12 @@ from deepspark.distributed.launch import (
 
 logger = logging.getLogger("deepspark.distributed")
 _TAIL_CHARACTERS = 2000
-# A worker aborted by jax.distributed (its peer is gone) reports a moment late, so that the
-# peer's own error fails the barrier stage first.
-_ABORT_REPORT_DELAY_S = 2.0
+# Spark fails a barrier stage with the first task failure it hears of; tasks report this long
+# after their worker failed, so that the first error (the cause, not a peer's "connection
+# closed") is the one heard first.
+_REPORT_DELAY_S = 1.0
+_PEER_GONE_REPORT_DELAY_S = 3.0
+_PEER_GONE = ("Gloo", "Connection closed by peer", "Connection reset by peer")
 
 
 def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
@@ -82,7 +85,9 @@ def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
     except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
         text = str(error)
         if NO_RETRY_MARKER in text:
-            raise WorkerFailedError(_tail(text[text.index(NO_RETRY_MARKER) :])) from error
+            # The worker's own error line, not the JVM's stack trace around it.
+            message = text[text.index(NO_RETRY_MARKER) :].splitlines()[0]
+            raise WorkerFailedError(_tail(message)) from error
         raise WorkerLostError(f"a Spark task failed: {_tail(text)}") from error
     if collectives == "horovod":
         return results[0]
@@ -141,13 +146,24 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
                 yield (job_dir / RESULT_FILE).read_bytes()
             return
         error_file = job_dir / f"{ERROR_PREFIX}{rank}.pkl"
+        _wait_for_turn(error_file, code)
         if error_file.exists():
             raise RuntimeError(_worker_error_text(error_file))
-        if code == -signal.SIGABRT:
-            time.sleep(_ABORT_REPORT_DELAY_S)
         raise RuntimeError(f"rank {rank}'s worker process exited {code}")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _wait_for_turn(error_file: Path, code: int) -> None:
+    """Report failures in the order they happened (see ``_REPORT_DELAY_S``); a worker that only
+    lost its peers (a collective failed, or jax.distributed aborted it) reports last."""
+    if error_file.exists():
+        happened = error_file.stat().st_mtime
+        peer_gone = any(sign in _worker_error_text(error_file) for sign in _PEER_GONE)
+    else:
+        happened, peer_gone = time.time(), code == -signal.SIGABRT
+    delay = _PEER_GONE_REPORT_DELAY_S if peer_gone else _REPORT_DELAY_S
+    time.sleep(max(0.0, happened + delay - time.time()))
 
 
 def _device_settings(context) -> dict[str, str]:

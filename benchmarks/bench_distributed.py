@@ -1,4 +1,4 @@
-"""Cost and benefit of deepspark's data-parallel training, per communication backend.
+"""Cost and benefit of deepspark's data-parallel training, per kind of collectives.
 
 Figures (one run, after a warm-up epoch, contenders in turn; samples/s are global):
 
@@ -8,23 +8,26 @@ Figures (one run, after a warm-up epoch, contenders in turn; samples/s are globa
   each in turn (ABBA), best epoch against best epoch, like ``bench_fit_overhead.py``
   (``..._median_of_pairs``: median over the back-to-back pairs, which also counts the load other
   processes put on a busy machine). Goal <= 0.05.
+  On JAX, ``DistributedOptimizer`` and the callbacks leave a world of one untouched (no
+  distribution, nothing to reduce), so this measures what they cost when there is nothing to do.
 - ``speedup_2_workers`` = samples/s of 2 workers / samples/s of 1 worker, same global batch, for a
   compute-bound model (a wide MLP); 1 worker may use every core, 2 workers one core each; best
   epoch of ``--launches`` launches each.
 
-Backends: ``torch`` (torch.distributed, gloo on CPU; local launcher) and ``horovod`` (horovodrun),
-when Horovod is installed. Usage: ``python benchmarks/bench_distributed.py --json``.
+Collectives (each picks its workers' Keras backend): ``jax`` (Keras on JAX, jax.distributed with
+gloo CPU collectives and Keras' data-parallel distribution; local launcher), ``torch`` (Keras on
+torch, torch.distributed with gloo on CPU; local launcher) and ``horovod`` (horovodrun), when
+Horovod is installed. Usage: ``python benchmarks/bench_distributed.py --json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import numpy as np
 
@@ -110,12 +113,13 @@ def _timed_epoch(model, x, y, *, batch_size: int, callbacks=()) -> float:
 def wide_mlp_rank(global_batch: int, epochs: int) -> float:
     """Compute-bound: a 1024-wide MLP on synthetic rows, one core per worker when several."""
     import keras
-    import torch
 
     from deepspark.distributed import DistributedOptimizer, distributed_callbacks, size
 
     world = size()
-    if world > 1:
+    if world > 1 and keras.backend.backend() == "torch":  # JAX: XLA_FLAGS, set by the launch
+        import torch
+
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8192, 256)).astype("float32")
@@ -135,16 +139,18 @@ def wide_mlp_rank(global_batch: int, epochs: int) -> float:
     )
 
 
-def measure(backend: str, args) -> dict:
+def measure(collectives: str, args) -> dict:
     from deepspark.distributed import run
 
-    launcher = "horovod" if backend == "horovod" else "local"
-    overhead = run(overhead_rank, (str(args.data), args.repeats), workers=1, launcher=launcher)
+    launcher = "horovod" if collectives == "horovod" else "local"
+    settings = {"launcher": launcher, "collectives": collectives}
+    overhead = run(overhead_rank, (str(args.data), args.repeats), workers=1, **settings)
     one, two = 0.0, 0.0
     for _ in range(args.launches):  # alternate, so that load from other processes hits both
         job = (args.global_batch, args.epochs)
-        one = max(one, run(wide_mlp_rank, job, workers=1, launcher=launcher))
-        two = max(two, run(wide_mlp_rank, job, workers=2, launcher=launcher))
+        one = max(one, run(wide_mlp_rank, job, workers=1, **settings))
+        with _one_xla_thread_per_process():
+            two = max(two, run(wide_mlp_rank, job, workers=2, **settings))
     return {
         "overhead_world_size_1": round(1 - overhead["distributed"] / overhead["plain"], 4),
         "overhead_world_size_1_median_of_pairs": round(1 - overhead["median_ratio"], 4),
@@ -156,6 +162,21 @@ def measure(backend: str, args) -> dict:
     }
 
 
+@contextlib.contextmanager
+def _one_xla_thread_per_process():
+    """Workers inherit the environment: XLA sizes its CPU thread pool once, at start-up."""
+    kept = os.environ.get("XLA_FLAGS")
+    single = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ["XLA_FLAGS"] = f"{kept or ''} {single}".strip()
+    try:
+        yield
+    finally:
+        if kept is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -163,18 +184,18 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=2, help="Launches per worker count.")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--global-batch", type=int, default=256)
-    parser.add_argument("--backends", default="torch,horovod")
+    parser.add_argument("--collectives", default="jax,torch,horovod")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = parser.parse_args()
     figures = {"cpu_count": os.cpu_count()}
-    for backend in args.backends.split(","):
-        if backend == "horovod":
+    for collectives in args.collectives.split(","):
+        if collectives == "horovod":
             try:
                 import horovod.torch  # noqa: F401
             except ImportError:
                 figures["horovod"] = "not installed (make horovod)"
                 continue
-        figures[backend] = measure(backend, args)
+        figures[collectives] = measure(collectives, args)
     if args.json:
         print(json.dumps(figures))
     else:

@@ -14,11 +14,16 @@ those of the global batch. What this module adds:
   before the first step;
 - ``pad_to_common_rows``: every rank must run the same number of batches of the same shape, so
   validation shards that differ by a row are padded with copies of one row, whose share of the
-  metric state is subtracted afterwards (``MetricAverage``).
+  metric state is subtracted afterwards (``MetricAverage``);
+- ``outside_distribution`` / ``rank_local``: under the distribution, creating or assigning a
+  Keras variable is a collective (JAX checks that every process passes the same value), so work
+  that one rank does alone (rank 0 saving a checkpoint, which builds throwaway variables) runs
+  without the distribution.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -221,6 +226,56 @@ def subtract_metric_state(model, state: list[np.ndarray], factor: float) -> None
     for variable, value in zip(model.metrics_variables, state, strict=True):
         current = np.asarray(variable.value)
         variable.assign((current - factor * value).astype(current.dtype))
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Run the block as if no distribution were set (new variables stay on this process)."""
+    from deepspark._backend import import_keras
+
+    keras = import_keras()
+    kept = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(kept)
+
+
+_HOOKS = tuple(
+    f"on_{stage}_{event}"
+    for stage in ("train", "test", "predict", "epoch", "train_batch", "test_batch", "predict_batch")
+    for event in ("begin", "end")
+)
+
+
+def rank_local(callback):
+    """``callback`` with every hook run ``outside_distribution`` (for rank-0-only callbacks)."""
+    from deepspark._backend import import_keras
+
+    keras = import_keras()
+
+    class RankLocal(keras.callbacks.Callback):
+        def set_model(self, model):
+            super().set_model(model)
+            callback.set_model(model)
+
+        def set_params(self, params):
+            super().set_params(params)
+            callback.set_params(params)
+
+    def delegate(name):
+        def hook(self, *args, **kwargs):
+            with outside_distribution():
+                return getattr(callback, name)(*args, **kwargs)
+
+        return hook
+
+    for name in _HOOKS:
+        setattr(RankLocal, name, delegate(name))
+    wrapped = RankLocal()
+    wrapped.wrapped = callback
+    return wrapped
 
 
 def _unique(variables: list) -> list:

@@ -4,6 +4,7 @@ distributed optimizer and callbacks; rank 0 alone checkpoints, logs to MLflow an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import tempfile
@@ -80,7 +81,17 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     fields = ("history", "epochs_completed", "best_epoch", "stopped_early", "diverged_at")
     summary = {name: getattr(outcome, name) for name in fields}
     summary["resumed_from_epoch"] = outcome.resumed_from_epoch
-    return {"outcome": summary, "model": model_to_bytes(model)}
+    with _rank_local_work(backend):
+        return {"outcome": summary, "model": model_to_bytes(model)}
+
+
+def _rank_local_work(backend):
+    """Work one rank does alone; on JAX it must not start collectives (see ``_jax``)."""
+    if backend.name == "jax" and backend.size > 1:
+        from deepspark.distributed._jax import outside_distribution
+
+        return outside_distribution()
+    return contextlib.nullcontext()
 
 
 def _rank_model(job: WorkerJob, store: CheckpointStore, state, *, rank: int, fresh_rate: float):
@@ -125,6 +136,11 @@ def _rank_callbacks(job, config, store, state, *, backend):
         early_stopping.restored_weights = backend.broadcast_object(
             early_stopping.restored_weights if writer else None
         )
+    if backend.name == "jax" and backend.size > 1 and callbacks.writers:
+        from deepspark.distributed._jax import rank_local
+
+        wrapped = {id(callback): rank_local(callback) for callback in callbacks.writers}
+        callbacks.callbacks = [wrapped.get(id(c), c) for c in callbacks.callbacks]
     return callbacks
 
 

@@ -116,13 +116,15 @@ class FitCallbacks:
     """deepspark's callbacks for one ``fit``, and those whose state the outcome reports.
 
     ``history`` holds one entry per completed epoch (checkpointed ones included after a resume);
-    the checkpoint callback appends to it, so it stays empty without ``writer``.
+    the checkpoint callback appends to it, so it stays empty without ``writer``. ``writers`` are
+    the callbacks (among ``callbacks``) that only a writer gets: checkpoints, MLflow, progress.
     """
 
     callbacks: list
     nan_guard: ds_callbacks.NanGuard
     early_stopping: ds_callbacks.ResumableEarlyStopping
     history: list[dict[str, float]]
+    writers: list = dataclasses.field(default_factory=list)
 
 
 def default_callbacks(
@@ -165,14 +167,15 @@ def default_callbacks(
             callback.restored_state = state["callbacks"].get(name)
         if writer:
             early_stopping.restored_weights = store.load_best_weights()
-    callbacks = [nan_guard, ds_callbacks.InterruptCheck(), *stateful.values()]
+    writers = []
     if writer:
-        callbacks += [
+        writers = [
             ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history),
             ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id),
             ds_callbacks.EpochProgress(config.epochs),
         ]
-    return FitCallbacks(callbacks, nan_guard, early_stopping, history)
+    callbacks = [nan_guard, ds_callbacks.InterruptCheck(), *stateful.values(), *writers]
+    return FitCallbacks(callbacks, nan_guard, early_stopping, history, writers)
 
 
 def run_fit(

@@ -13,6 +13,8 @@ from tests.distributed.rank_functions import compiled_model, dataset
 
 keras = import_keras()
 
+pytestmark = pytest.mark.parity  # also run on torch (make test)
+
 
 class RecordRate(keras.callbacks.Callback):
     def __init__(self):

@@ -12,6 +12,8 @@ from tests.distributed.rank_functions import compiled_model, dataset
 
 keras = import_keras()
 
+pytestmark = pytest.mark.parity  # also run on torch (make test)
+
 
 def fitted(optimizer):
     x, y, _, _ = dataset()

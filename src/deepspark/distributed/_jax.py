@@ -133,6 +133,7 @@ def place_on_mesh(model, *, root: int = 0) -> None:
     """Lay ``model``'s variables, optimizer slots and metric state out on the global mesh with
     ``root``'s values, then rebuild the train and test functions (Keras compiled them, with the
     old state shardings, before ``on_train_begin``)."""
+    import jax
     from jax.experimental import multihost_utils
 
     distribution = use_data_parallel()
@@ -147,8 +148,12 @@ def place_on_mesh(model, *, root: int = 0) -> None:
         is_source=_process_index() == root,
     )
     for variable, value in zip(variables, values, strict=True):
-        variable._layout = distribution.get_variable_layout(variable).backend_layout
-        variable.assign(np.asarray(value))
+        layout = distribution.get_variable_layout(variable).backend_layout
+        variable._layout = layout
+        # Built from this process's copy: assigning a host value instead would make JAX check,
+        # with one more collective per variable, that every process holds the same value.
+        value = np.asarray(value)
+        variable.assign(jax.make_array_from_callback(value.shape, layout, value.__getitem__))
     model.make_train_function(force=True)
     model.make_test_function(force=True)
     model.predict_function = None

@@ -5,7 +5,7 @@ import pytest
 from deepspark.distributed import run
 from tests.distributed.rank_functions import fail_on_rank_one
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.parity]
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def test_worker_exception_is_raised_not_retried(workdir, caplog):

@@ -12,7 +12,9 @@ Figures (one run, after a warm-up epoch, contenders in turn; samples/s are globa
   distribution, nothing to reduce), so this measures what they cost when there is nothing to do.
 - ``speedup_2_workers`` = samples/s of 2 workers / samples/s of 1 worker, same global batch, for a
   compute-bound model (a wide MLP); 1 worker may use every core, 2 workers one core each; best
-  epoch of ``--launches`` launches each.
+  epoch of ``--launches`` launches each. On CPU, JAX's cross-process all-reduce (XLA over gloo)
+  is much slower than torch.distributed's: a raw JAX step of this model over 2 processes takes
+  about 3.5x the 1-process step on a 2-core machine, so expect a figure below 1 there.
 
 Collectives (each picks its workers' Keras backend): ``jax`` (Keras on JAX, jax.distributed with
 gloo CPU collectives and Keras' data-parallel distribution; local launcher), ``torch`` (Keras on

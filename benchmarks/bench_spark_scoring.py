@@ -1,12 +1,22 @@
-"""Spark batch scoring: deepspark UDF vs mlflow.pyfunc.spark_udf vs one core in-process.
+"""Spark batch scoring per Keras backend: deepspark UDF vs mlflow.pyfunc.spark_udf vs one core.
 
 Same model (deepspark's default MLP trained briefly on California housing), same cached
 DataFrame (California columns resampled to --rows rows), one run on one machine. Each Spark
-path is timed writing to Spark's ``noop`` sink, so every row is scored and nothing is stored.
+path is timed writing to Spark's ``noop`` sink, so every row is scored and nothing is stored,
+after a warm-up that runs one task per core at once (every Python worker loads the model before
+a timed run; the figures until issue 9 warmed MLflow's UDF with a ``limit()``, which left a
+worker cold and counted its model load against MLflow). deepspark's UDF and the empty UDF: best
+of two passes; MLflow's: one pass.
 
-Goals (issue 3): ratio_vs_mlflow_spark_udf >= 2.0 and fraction_of_limit >= 0.7, where
-fraction_of_limit = deepspark rows/s / (one-core in-process rows/s x Spark cores used).
-Prints one JSON object with --json.
+Keras picks its backend once per process, so each Keras backend (``jax``, ``torch``) runs in its
+own child process with ``KERAS_BACKEND`` set in its environment: it trains its model, starts its
+own Spark session (whose Python workers inherit the backend) and measures every figure, so each
+ratio is measured within one run. The one-core in-process limit is measured in a further process
+pinned to one CPU (CPU affinity), so it is one core whatever threads the backend starts.
+
+Goals (issue 3), per backend: ratio_vs_mlflow_spark_udf >= 2.0 and fraction_of_limit >= 0.7,
+where fraction_of_limit = deepspark rows/s / (one-core in-process rows/s x Spark cores used).
+Prints one JSON object with --json: ``backends`` holds each backend's figures.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,95 +38,133 @@ DEFAULT_DATA = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "california_housing.csv"
 )
 TARGET = "median_house_value"
+BACKENDS = ("jax", "torch")
+IN_PROCESS_ROWS = 200_000
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", default=str(DEFAULT_DATA.resolve()))
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--cores", type=int, default=2, help="Spark master local[N]")
-    parser.add_argument("--epochs", type=int, default=3, help="training epochs (speed only)")
-    parser.add_argument("--model", help="score this model URI instead of training one")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def sample_frame(data: str, rows: int) -> pd.DataFrame:
+    """The California feature columns resampled to ``rows`` rows (the same rows every time)."""
+    source = pd.read_csv(data).drop(columns=[TARGET])
+    return source.sample(n=rows, replace=True, random_state=0).reset_index(drop=True)
 
+
+def backend_worker(args) -> dict:
+    """Every figure for this process's Keras backend."""
     with tempfile.TemporaryDirectory() as scratch:
         os.chdir(scratch)
         os.environ["DEEPSPARK_CHECKPOINT_DIR"] = str(Path(scratch) / "checkpoints")
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{scratch}/mlflow.db")
         import deepspark
+        from deepspark._backend import backend_name
 
+        started = time.perf_counter()
         model_uri = args.model or deepspark.train(args.data, TARGET, epochs=args.epochs).model_uri
-        source = pd.read_csv(args.data).drop(columns=[TARGET])
-        frame = source.sample(n=args.rows, replace=True, random_state=0).reset_index(drop=True)
-        figures = measure(model_uri, frame, cores=args.cores)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key}: {value}", file=sys.stdout)
+        train_seconds = time.perf_counter() - started
+        clock = time.perf_counter()
+        in_process = in_process_one_core(args, model_uri)
+        in_process_seconds = time.perf_counter() - clock
+        figures = measure(model_uri, sample_frame(args.data, args.rows), cores=args.cores)
+    deepspark_rate = figures["deepspark_udf_rows_per_s"]
+    mlflow_rate = figures["mlflow_spark_udf_rows_per_s"]
+    in_process_rate = in_process["rows_per_s"]
+    return {
+        "keras_backend": backend_name(),
+        **figures,
+        "in_process_one_core_rows_per_s": round(in_process_rate),
+        "in_process_one_core_seconds_per_million": round(1e6 / in_process_rate, 2),
+        "in_process_cpu": in_process["cpu"],
+        "ratio_vs_mlflow_spark_udf": round(deepspark_rate / mlflow_rate, 3),
+        "fraction_of_limit": round(deepspark_rate / (in_process_rate * args.cores), 3),
+        "goal_ratio_met": deepspark_rate / mlflow_rate >= 2.0,
+        "goal_fraction_met": deepspark_rate / (in_process_rate * args.cores) >= 0.7,
+        "train_seconds": round(train_seconds, 1),
+        "in_process_seconds": round(in_process_seconds, 1),
+    }
 
 
 def measure(model_uri: str, frame, *, cores: int) -> dict:
     import mlflow
-    import torch
     from pyspark.sql import functions as F
 
-    import deepspark
     from deepspark.spark import get_session, predict
 
-    in_process = in_process_rows_per_second(deepspark.load_model(model_uri), frame, torch)
+    stages = {}
+    clock = time.perf_counter()
     spark = get_session(f"local[{cores}]", config={"spark.driver.memory": "6g"})
+    stages["session"], clock = time.perf_counter() - clock, time.perf_counter()
     df = spark.createDataFrame(frame).repartition(cores * 4).cache()
     rows = df.count()
+    stages["cache"], clock = time.perf_counter() - clock, time.perf_counter()
     features = list(frame.columns)
+    # Warm-ups run one small task per core at once, so that every Python worker has loaded the
+    # model before a timed run (a limit() runs one task and leaves the other workers cold).
+    tiny = spark.createDataFrame(frame.head(cores * 200)).repartition(cores)
 
     deepspark_scored = predict(df, model_uri).select("prediction")
-    deepspark_scored.write.format("noop").mode("overwrite").save()  # warm: ship + load once
-    deepspark_seconds = timed_noop(deepspark_scored)
+    predict(tiny, model_uri).write.format("noop").mode("overwrite").save()
+    stages["deepspark_warm"], clock = time.perf_counter() - clock, time.perf_counter()
+    deepspark_seconds = [timed_noop(deepspark_scored) for _ in range(2)]
 
+    clock = time.perf_counter()
     mlflow_udf = mlflow.pyfunc.spark_udf(
         spark, model_uri, env_manager="local", result_type="double"
     )
-    mlflow_scored = df.select(mlflow_udf(F.struct(*features)).alias("prediction"))
-    mlflow_scored.limit(1000).write.format("noop").mode("overwrite").save()  # warm
-    mlflow_seconds = timed_noop(mlflow_scored)
+    tiny.select(mlflow_udf(F.struct(*features))).write.format("noop").mode("overwrite").save()
+    stages["mlflow_warm"] = time.perf_counter() - clock
+    mlflow_seconds = timed_noop(df.select(mlflow_udf(F.struct(*features)).alias("prediction")))
 
     # Where the time goes: Spark + Arrow + pandas for the same columns, with a UDF doing no work.
-    empty_udf_seconds = timed_noop(df.select(empty_udf(features)))
-
-    deepspark_rate = rows / deepspark_seconds
-    mlflow_rate = rows / mlflow_seconds
+    empty_udf_seconds = min(timed_noop(df.select(empty_udf(features))) for _ in range(2))
+    spark.stop()
     return {
-        "benchmark": "spark_scoring",
         "rows": rows,
         "spark_cores": cores,
-        "deepspark_udf_rows_per_s": round(deepspark_rate),
-        "mlflow_spark_udf_rows_per_s": round(mlflow_rate),
-        "in_process_one_core_rows_per_s": round(in_process),
-        "ratio_vs_mlflow_spark_udf": round(deepspark_rate / mlflow_rate, 3),
-        "fraction_of_limit": round(deepspark_rate / (in_process * cores), 3),
-        "deepspark_seconds": round(deepspark_seconds, 2),
+        "deepspark_udf_rows_per_s": round(rows / min(deepspark_seconds)),
+        "mlflow_spark_udf_rows_per_s": round(rows / mlflow_seconds),
+        "empty_udf_rows_per_s": round(rows / empty_udf_seconds),
+        "deepspark_seconds": [round(seconds, 2) for seconds in deepspark_seconds],
         "mlflow_seconds": round(mlflow_seconds, 2),
         "empty_udf_seconds": round(empty_udf_seconds, 2),
-        "in_process_one_core_seconds_per_million": round(1e6 / in_process, 2),
-        "goal_ratio_met": deepspark_rate / mlflow_rate >= 2.0,
-        "goal_fraction_met": deepspark_rate / (in_process * cores) >= 0.7,
-        "cpu_count": os.cpu_count(),
+        "setup_seconds": {name: round(value, 1) for name, value in stages.items()},
     }
 
 
-def in_process_rows_per_second(model, frame, torch) -> float:
-    """pandas in, predictions out, on one thread: the per-core limit Spark could reach."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model.predict(frame.head(10_000))  # warm
-        started = time.perf_counter()
-        model.predict(frame)
-        return len(frame) / (time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(threads)
+def in_process_one_core(args, model_uri: str) -> dict:
+    """pandas in, predictions out, in a process pinned to one CPU: the per-core limit Spark
+    could reach (measured apart, so the Spark session's processes do not inherit the pinning)."""
+    cpu = min(os.sched_getaffinity(0))
+    command = [
+        sys.executable,
+        __file__,
+        "--in-process-worker",
+        f"--model={model_uri}",
+        f"--data={args.data}",
+        f"--rows={min(args.rows, IN_PROCESS_ROWS)}",
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+        check=False,
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"in-process measurement failed: {done.stderr.strip()[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "cpu": cpu}
+
+
+def in_process_worker(args) -> None:
+    import deepspark
+    from deepspark.runtime import set_threads
+
+    set_threads(1)  # torch: one thread for one core; JAX: the pinning does it
+    model = deepspark.load_model(args.model)
+    frame = sample_frame(args.data, args.rows)
+    model.predict(frame.head(10_000))  # warm
+    started = time.perf_counter()
+    model.predict(frame)
+    print(json.dumps({"rows_per_s": len(frame) / (time.perf_counter() - started)}))
 
 
 def empty_udf(columns):
@@ -133,6 +182,79 @@ def timed_noop(scored) -> float:
     started = time.perf_counter()
     scored.write.format("noop").mode("overwrite").save()
     return time.perf_counter() - started
+
+
+def run_backend(backend: str, args) -> dict:
+    """This script again with ``--worker-backend``, KERAS_BACKEND set; its last JSON line."""
+    command = [
+        sys.executable,
+        __file__,
+        "--worker-backend",
+        backend,
+        f"--data={args.data}",
+        f"--rows={args.rows}",
+        f"--cores={args.cores}",
+        f"--epochs={args.epochs}",
+        f"--timeout={args.timeout}",
+        *([f"--model={args.model}"] if args.model else []),
+    ]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            env={**os.environ, "KERAS_BACKEND": backend},
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"}
+    return {**json.loads(lines[-1]), "child_seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=str(DEFAULT_DATA.resolve()))
+    parser.add_argument("--rows", type=int, default=300_000)
+    parser.add_argument("--cores", type=int, default=2, help="Spark master local[N]")
+    parser.add_argument("--epochs", type=int, default=3, help="training epochs (speed only)")
+    parser.add_argument("--model", help="score this model URI instead of training one")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per backend")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker-backend", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.in_process_worker:
+        in_process_worker(args)
+        return
+    if args.worker_backend:
+        print(json.dumps(backend_worker(args)))
+        return
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
+    per_backend = {backend: run_backend(backend, args) for backend in args.backends.split(",")}
+    figures = {
+        "benchmark": "spark_scoring",
+        "backends": per_backend,
+        "goals_met": all(
+            result.get("goal_ratio_met") and result.get("goal_fraction_met")
+            for result in per_backend.values()
+        ),
+        "cpu_count": os.cpu_count(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        # 1-minute load average at start and end: a busy machine (load above its cores) gives
+        # slower, noisier figures.
+        "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

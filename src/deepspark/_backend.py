@@ -85,6 +85,10 @@ def import_keras():
     import keras
 
     backend = keras.backend.backend()
+    if backend == "jax":
+        from deepspark.runtime._jax import configure_compilation_cache
+
+        configure_compilation_cache()
     if backend not in BACKENDS:
         raise BackendError(
             f"deepspark runs Keras on {' or '.join(BACKENDS)}, but Keras runs on '{backend}'; "

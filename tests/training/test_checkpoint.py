@@ -21,9 +21,12 @@ def test_checkpoint_keeps_optimizer_state_and_only_the_latest_epoch(regression_c
             model, epoch, {"history": [{"epoch": epoch}]}, best_weights=model.get_weights()
         )
     state = json.loads((tmp_path / "run" / "state.json").read_text())
-    assert state["epoch"] == 1 and state["model_file"] == "epoch-0001.keras"
-    assert sorted(path.name for path in (tmp_path / "run").glob("*.keras")) == ["epoch-0001.keras"]
+    assert state["epoch"] == 1 and state["variables_file"] == "epoch-0001.npz"
+    files = sorted(path.name for path in (tmp_path / "run").iterdir())
+    assert files == ["best.weights.npz", "epoch-0001.npz", "model.keras", "run.json", "state.json"]
     loaded = store.load_model(store.read_state())
+    for saved, restored in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(restored, saved)
     assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
     for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
         np.testing.assert_allclose(restored.numpy(), saved.numpy())

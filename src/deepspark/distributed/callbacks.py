@@ -290,8 +290,11 @@ class DistributedNanGuard(NanGuard):
 
     On torch it reads the "some rank's loss is not finite" flag that ``DistributedOptimizer``
     reduces with the gradients (the same on every rank), instead of this rank's own loss. On JAX
-    the loss in the logs already is the global batch's, the same on every rank.
+    the loss in the logs already is the global batch's, the same on every rank. Checked in the
+    training loop (not on Keras' callback threads), so every rank stops at the same step.
     """
+
+    async_safe = False
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = self.model.optimizer
@@ -300,8 +303,7 @@ class DistributedNanGuard(NanGuard):
             return
         flag = getattr(optimizer, "nonfinite_loss_on_any_rank", None)
         if flag is not None and bool(flag > 0):
-            self.failed_at = (self.epoch, batch)
-            self.model.stop_training = True
+            self._failed((self.epoch, batch))
 
 
 def scale_learning_rate(optimizer, world_size: int) -> float:

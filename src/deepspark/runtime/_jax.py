@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import weakref
+from pathlib import Path
 
 import numpy as np
+
+CACHE_ENV = "DEEPSPARK_JAX_CACHE"
+_configured = {"cache": False}
 
 _FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _GRADIENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -113,3 +118,32 @@ def framework_versions() -> dict[str, str]:
     import jaxlib
 
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+def configure_compilation_cache() -> None:
+    """Keep JAX's compiled programs on disk (``~/.cache/deepspark/jax``), so a second run of the
+    same model (a resume, the next job, a Spark worker) skips compilation: about 2-3 s of a
+    small model's first epoch on CPU. ``DEEPSPARK_JAX_CACHE=off`` (or a folder) decides; JAX's own
+    ``JAX_COMPILATION_CACHE_DIR`` wins. Not in multi-process (distributed) workers."""
+    if _configured["cache"]:
+        return
+    _configured["cache"] = True
+    setting = os.environ.get(CACHE_ENV, "")
+    if (
+        setting.lower() in ("off", "0", "false", "none")
+        or "JAX_COMPILATION_CACHE_DIR" in os.environ
+    ):
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+    import jax
+
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    folder = Path(setting) if setting else cache_home / "deepspark" / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: compile as usual
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # deepspark's networks compile in well under JAX's default 1 s threshold.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

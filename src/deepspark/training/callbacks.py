@@ -29,7 +29,14 @@ def mlflow_metric_names(logs: dict[str, Any]) -> dict[str, float]:
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers where it happened."""
+    """Stops training at the first non-finite loss and remembers where it happened.
+
+    Safe for Keras' asynchronous batch callbacks (reading the loss then waits in a helper thread,
+    not in the training loop): training may stop a step or two after the first bad batch, which
+    is still the one reported.
+    """
+
+    async_safe = True
 
     def __init__(self):
         super().__init__()
@@ -42,8 +49,12 @@ class NanGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.failed_at = (self.epoch, batch)
-            self.model.stop_training = True
+            self._failed((self.epoch, batch))
+
+    def _failed(self, where: tuple[int, int]) -> None:
+        # Batches may be checked out of order on Keras' callback threads: keep the earliest.
+        self.failed_at = where if self.failed_at is None else min(self.failed_at, where)
+        self.model.stop_training = True
 
 
 class _ResumableState:
@@ -131,7 +142,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 class InterruptCheck(keras.callbacks.Callback):
     """Ends training at the next batch when a Ctrl-C / SIGTERM was received but its
-    KeyboardInterrupt was swallowed (raised inside a finalizer, which Python ignores)."""
+    KeyboardInterrupt was swallowed (raised inside a finalizer, which Python ignores).
+
+    Async-safe: raised on one of Keras' callback threads, the KeyboardInterrupt reaches the
+    training loop at its next batch (Keras re-raises a finished callback's exception).
+    """
+
+    async_safe = True
 
     def on_train_batch_end(self, batch, logs=None):
         raise_if_interrupted()

@@ -65,7 +65,10 @@ class JaxDistributedBackend(CommunicationBackend):
             )
         self.rank, self.size = jax.process_index(), jax.process_count()
         self.local_rank = int(os.environ.get("LOCAL_RANK", str(self.rank)))
-        self.process_group_backend = "gloo" if jax.default_backend() == "cpu" else "nccl"
+        if self.size == 1:
+            self.process_group_backend = "none"  # a world of one: nothing to communicate
+        else:
+            self.process_group_backend = "gloo" if jax.default_backend() == "cpu" else "nccl"
 
     def allreduce_sum_(self, tensor, *, name: str):
         if self.size > 1:

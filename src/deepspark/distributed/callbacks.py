@@ -290,11 +290,8 @@ class DistributedNanGuard(NanGuard):
 
     On torch it reads the "some rank's loss is not finite" flag that ``DistributedOptimizer``
     reduces with the gradients (the same on every rank), instead of this rank's own loss. On JAX
-    the loss in the logs already is the global batch's, the same on every rank. Checked in the
-    training loop (not on Keras' callback threads), so every rank stops at the same step.
+    the loss in the logs already is the global batch's, the same on every rank.
     """
-
-    async_safe = False
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = self.model.optimizer

@@ -31,12 +31,9 @@ def mlflow_metric_names(logs: dict[str, Any]) -> dict[str, float]:
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and remembers where it happened.
 
-    Safe for Keras' asynchronous batch callbacks (reading the loss then waits in a helper thread,
-    not in the training loop): training may stop a step or two after the first bad batch, which
-    is still the one reported.
+    Not async-safe: on JAX the next step donates the buffers a batch's logs point to, so the
+    loss is read in the training loop, before that step.
     """
-
-    async_safe = True
 
     def __init__(self):
         super().__init__()
@@ -52,7 +49,6 @@ class NanGuard(keras.callbacks.Callback):
             self._failed((self.epoch, batch))
 
     def _failed(self, where: tuple[int, int]) -> None:
-        # Batches may be checked out of order on Keras' callback threads: keep the earliest.
         self.failed_at = where if self.failed_at is None else min(self.failed_at, where)
         self.model.stop_training = True
 

@@ -149,55 +149,16 @@ def synchronize():
 
 def raw_torch_mlp(prepared, batch_size: int, epochs: int) -> float:
     """Samples/s of a hand-written torch loop over the same MLP, data on the device."""
-    import torch
-
-    torch_module = shared_helpers().torch_module
-    device = torch_device()
-    torch.manual_seed(0)
-    model = torch_module(prepared, HIDDEN).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    numeric = torch.from_numpy(prepared.inputs["train"]["numeric"]).to(device)
-    categorical = torch.from_numpy(prepared.inputs["train"]["categorical"]).to(device)
-    target = torch.from_numpy(prepared.targets["train"]).to(device)
-    standardized = (target - prepared.target_center) / prepared.target_scale
-    rows = len(target)
-    durations = []
-    for _ in range(epochs + 1):  # the first warms up (CUDA kernels, allocator)
-        synchronize()
-        started = time.perf_counter()
-        order = torch.randperm(rows, device=device)
-        for start in range(0, rows, batch_size):
-            index = order[start : start + batch_size]
-            optimizer.zero_grad()
-            loss = torch.nn.functional.mse_loss(
-                model(numeric[index], categorical[index]), standardized[index]
-            )
-            loss.backward()
-            optimizer.step()
-        synchronize()
-        durations.append(time.perf_counter() - started)
-    return rows / min(durations[1:])
+    device = str(torch_device())
+    helpers = shared_helpers()
+    return helpers.time_raw_torch(
+        prepared, HIDDEN, batch_size, epochs, device=device, warmup_epochs=1
+    )
 
 
 def keras_mlp(prepared, batch_size: int, epochs: int) -> tuple[float, float]:
     """(samples/s of the whole fit, of its fastest epoch after the first)."""
-    from deepspark.training.fit import build_compiled_model
-
-    model = build_compiled_model(prepared)
-    timer = epoch_timer()
-    rows = len(prepared.targets["train"])
-    started = time.perf_counter()
-    model.fit(
-        prepared.inputs["train"],
-        prepared.targets["train"],
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[timer],
-    )
-    whole = rows * epochs / (time.perf_counter() - started)
-    return whole, rows / min(timer.durations[1:] or timer.durations)
+    return shared_helpers().time_keras_fit(prepared, batch_size, epochs)
 
 
 # -------------------------------------------------------------------------------- sections

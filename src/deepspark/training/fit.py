@@ -24,6 +24,7 @@ from deepspark.training.optimizers import make_optimizer
 from deepspark.training.prepare import PreparedData
 
 keras = import_keras()
+VALIDATION_BATCH_ROWS = 4096
 logger = logging.getLogger("deepspark.training")
 
 
@@ -190,6 +191,9 @@ def run_fit(
 ) -> FitOutcome:
     """``model.fit`` with deepspark's settings: ``config``'s epochs and batch size, shuffled
     rows, no Keras progress bar (the callbacks report), continuing after ``state``'s epoch.
+    Validation runs in batches of at least ``VALIDATION_BATCH_ROWS`` rows: its loss and metrics
+    are row-weighted means, the same for any batching, and each evaluation's fixed cost in Keras
+    is paid a few times per epoch instead of once per training batch.
 
     Args:
         model: A compiled Keras model.
@@ -213,6 +217,7 @@ def run_fit(
         epochs=config.epochs,
         initial_epoch=start_epoch,
         batch_size=config.batch_size,
+        validation_batch_size=max(config.batch_size, VALIDATION_BATCH_ROWS),
         shuffle=True,
         verbose=0,
         callbacks=[*first_callbacks, *callbacks.callbacks],

@@ -41,6 +41,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_tabular.py --json
 	$(BIN)/python benchmarks/bench_fit_overhead.py --json
+	$(BIN)/python benchmarks/bench_spark_scoring.py --json
 	$(BIN)/python benchmarks/bench_explain.py --json
 	$(BIN)/python benchmarks/bench_distributed.py --json
 

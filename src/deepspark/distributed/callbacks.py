@@ -11,55 +11,13 @@ from __future__ import annotations
 import logging
 
 from deepspark._backend import import_keras
+from deepspark.distributed._torch import allreduce_metric_state, broadcast_variables
 from deepspark.distributed.backends import CommunicationBackend, get_backend, renamed_argument
 from deepspark.errors import UserInputError
 from deepspark.training.callbacks import NanGuard
 
 keras = import_keras()
 logger = logging.getLogger("deepspark.distributed")
-
-
-def broadcast_variables(variables, backend: CommunicationBackend, *, root: int = 0) -> None:
-    """Overwrite Keras ``variables`` with ``root``'s values (one broadcast per dtype)."""
-    import torch
-
-    groups: dict = {}
-    for variable in variables:
-        groups.setdefault(variable.value.dtype, []).append(variable)
-    for dtype, group in groups.items():
-        flat = torch.cat([variable.value.detach().reshape(-1) for variable in group])
-        backend.broadcast_(flat, root=root, name=f"broadcast.{dtype}.{flat.numel()}")
-        offset = 0
-        for variable in group:
-            count = variable.value.numel()
-            variable.assign(flat[offset : offset + count].view_as(variable.value))
-            offset += count
-
-
-def allreduce_metric_state(model, backend: CommunicationBackend) -> None:
-    """Sum the state of every metric (totals, counts, confusion counts) over ranks, so the
-    metric results become those of the union of all ranks' rows.
-
-    Sums and counts are reduced, never means: with shards of different sizes the result is the
-    metric of the whole data set, not a mean of means. Exact for every Keras metric whose state
-    adds up across rows (means, RMSE, accuracy, AUC, precision/recall...).
-    """
-    import torch
-
-    variables = model.metrics_variables
-    if not variables:
-        return
-    flat = torch.cat(
-        [variable.value.detach().reshape(-1).to(torch.float64) for variable in variables]
-    )
-    backend.allreduce_sum_(flat, name="metrics")
-    offset = 0
-    for variable in variables:
-        count = variable.value.numel()
-        variable.assign(
-            flat[offset : offset + count].view_as(variable.value).to(variable.value.dtype)
-        )
-        offset += count
 
 
 class BroadcastInitialState(keras.callbacks.Callback):

@@ -14,9 +14,8 @@ runs on JAX unless ``KERAS_BACKEND`` says otherwise.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
+from typing import TYPE_CHECKING
 
 from deepspark._backend import configure_backend
 

@@ -16,6 +16,7 @@ from pathlib import Path
 def main(job_dir: Path) -> int:
     import cloudpickle
 
+    from deepspark._atomic import write_bytes_atomic
     from deepspark.distributed._processes import ERROR_PREFIX, JOB_FILE, RESULT_FILE
     from deepspark.distributed.backends import COLLECTIVES_ENV, default_collectives
     from deepspark.distributed.launch import run_packed
@@ -31,7 +32,7 @@ def main(job_dir: Path) -> int:
         result = run_packed((job_dir / JOB_FILE).read_bytes(), collectives)
     except Exception as error:  # noqa: BLE001  reported to the launcher, which re-raises it
         original = error.__cause__ or error
-        _write_atomic(
+        write_bytes_atomic(
             job_dir / f"{ERROR_PREFIX}{rank}.pkl",
             _dumps_error(cloudpickle, original, traceback.format_exc()),
         )
@@ -42,7 +43,7 @@ def main(job_dir: Path) -> int:
             os._exit(1)
         return 1
     if int(rank) == 0:
-        _write_atomic(job_dir / RESULT_FILE, cloudpickle.dumps(result))
+        write_bytes_atomic(job_dir / RESULT_FILE, cloudpickle.dumps(result))
     return 0
 
 
@@ -53,12 +54,6 @@ def _dumps_error(cloudpickle, error: BaseException, text: str) -> bytes:
         return data
     except Exception:  # noqa: BLE001  an exception that does not survive pickling: keep its text
         return cloudpickle.dumps((f"{type(error).__name__}: {error}", text))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,15 @@ def worker_model(shipped_name: str) -> DeepsparkModel:
     """The model in this Python worker, loaded on first use and then reused."""
     model = _WORKER_MODELS.get(shipped_name)
     if model is None:
-        from pyspark import SparkFiles
+        from pyspark import SparkFiles, TaskContext
+
+        from deepspark.runtime import set_threads
+
+        # A task owns spark.task.cpus cores; a framework using every core in each of the
+        # executor's Python workers would oversubscribe them.
+        task = TaskContext.get()
+        if task is not None:
+            set_threads(max(1, int(task.cpus())))
 
         model = DeepsparkModel.from_files(
             SparkFiles.get(shipped_name + _KERAS_SUFFIX),

@@ -1,0 +1,180 @@
+"""Image decoding on the host: bytes or paths -> uint8 arrays of one size, bad files counted.
+
+Keras on JAX or torch cannot decode inside the graph, so decoding happens here, once, the same
+way for training, scoring and explanations:
+
+- EXIF orientation is applied (a phone photo taken upright is upright);
+- every mode becomes RGB (or L for one channel): grayscale, palette, CMYK, 16-bit; transparent
+  pixels are composited on white; an animated GIF gives its first frame;
+- the image is resized to the model's size (bilinear, like Keras' ``image_dataset_from_directory``
+  without cropping).
+
+A corrupt, truncated or non-image file raises ``ImageDecodeError`` from ``decode_image``;
+``decode_images`` (the batch form, decoding in threads: Pillow releases the GIL) counts such
+files, reports each with its reason and leaves them out, unless ``on_bad="fail"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from deepspark.errors import DataError, UserInputError
+
+ON_BAD_CHOICES = ("skip", "fail")
+ImageSource = bytes | str | Path
+
+
+class ImageDecodeError(DataError):
+    """One image could not be decoded; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedImages:
+    """The result of decoding a batch.
+
+    Attributes:
+        images: ``(decoded, height, width, channels)`` uint8, in input order, bad ones left out.
+        ok: One flag per input: decoded or not.
+        errors: ``(input index, reason)`` for every input that was not decoded.
+    """
+
+    images: np.ndarray
+    ok: np.ndarray
+    errors: list[tuple[int, str]]
+
+    @property
+    def bad_count(self) -> int:
+        return len(self.errors)
+
+
+def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """Decode one image to a ``(height, width, channels)`` uint8 array.
+
+    Args:
+        source: Encoded bytes, or a path.
+        size: ``(height, width)`` of the result.
+        channels: 3 (RGB) or 1 (grayscale).
+
+    Raises:
+        ImageDecodeError: The file is missing, not an image, corrupt or truncated.
+    """
+    _check_shape(size, channels)
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with _open(source, Image) as image:
+            image.seek(0)  # the first frame of an animation
+            oriented = ImageOps.exif_transpose(image)
+            converted = _convert(oriented, channels, Image)
+            resized = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            array = np.asarray(resized, dtype=np.uint8)
+    except FileNotFoundError as error:
+        raise ImageDecodeError(f"file not found: {error.filename}") from error
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError("not an image (unknown or unsupported format)") from error
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ImageDecodeError(f"corrupt or truncated image ({error})") from error
+    return array.reshape(size[0], size[1], channels)
+
+
+def decode_images(
+    sources: Sequence[ImageSource],
+    *,
+    size: tuple[int, int],
+    channels: int = 3,
+    on_bad: str = "skip",
+    workers: int | None = None,
+) -> DecodedImages:
+    """Decode many images in parallel threads.
+
+    Args:
+        sources: Encoded bytes or paths.
+        size: ``(height, width)`` of every result.
+        channels: 3 (RGB) or 1 (grayscale).
+        on_bad: ``skip`` (count and report bad files) or ``fail`` (raise at the first one).
+        workers: Decoding threads; default the machine's cores.
+
+    Returns:
+        ``DecodedImages`` with the good images in input order and the reasons for the bad ones.
+
+    Raises:
+        ImageDecodeError: With ``on_bad="fail"``, naming the first bad input.
+        UserInputError: For an invalid ``size``, ``channels`` or ``on_bad``.
+    """
+    _check_shape(size, channels)
+    if on_bad not in ON_BAD_CHOICES:
+        raise UserInputError(
+            f"Invalid --on-bad-image: use one of {', '.join(ON_BAD_CHOICES)}. "
+            f"Received: on_bad_image={on_bad!r}"
+        )
+
+    def decode_one(source):
+        try:
+            return decode_image(source, size=size, channels=channels), None
+        except ImageDecodeError as error:
+            return None, str(error)
+
+    workers = workers or os.cpu_count() or 1
+    if len(sources) < 2 or workers == 1:
+        results = [decode_one(source) for source in sources]
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(sources))) as pool:
+            results = list(pool.map(decode_one, sources))
+    errors = [(index, reason) for index, (_, reason) in enumerate(results) if reason is not None]
+    if errors and on_bad == "fail":
+        index, reason = errors[0]
+        raise ImageDecodeError(
+            f"Bad image {_describe(sources[index])}: {reason}; fix or remove it, or pass "
+            f"--on-bad-image skip to count and skip bad images. Received: on_bad_image='fail'"
+        )
+    good = [array for array, _ in results if array is not None]
+    images = np.stack(good) if good else np.zeros((0, size[0], size[1], channels), dtype=np.uint8)
+    ok = np.array([reason is None for _, reason in results], dtype=bool)
+    return DecodedImages(images=images, ok=ok, errors=errors)
+
+
+def _open(source: ImageSource, image_module):
+    if isinstance(source, bytes | bytearray | memoryview):
+        return image_module.open(io.BytesIO(bytes(source)))
+    return image_module.open(Path(source))
+
+
+def _convert(image, channels: int, image_module):
+    """Any mode -> RGB (or L); transparency composited on white."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = image_module.new("RGBA", image.size, (255, 255, 255, 255))
+        image = image_module.alpha_composite(background, image.convert("RGBA"))
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of clipping at 255.
+        values = np.asarray(image, dtype=np.float64)
+        peak = values.max() if values.size and values.max() > 255 else 255.0
+        image = image_module.fromarray((values / peak * 255.0).round().astype(np.uint8), "L")
+    return image.convert("RGB" if channels == 3 else "L")
+
+
+def _check_shape(size: tuple[int, int], channels: int) -> None:
+    if len(size) != 2 or any(int(side) <= 0 for side in size):
+        raise UserInputError(
+            f"Invalid --image-size: give a positive height and width such as 224. "
+            f"Received: image_size={tuple(size)!r}"
+        )
+    if channels not in (1, 3):
+        raise UserInputError(
+            f"Invalid channels: images are decoded to 3 (RGB) or 1 (grayscale) channels. "
+            f"Received: channels={channels!r}"
+        )
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, bytes | bytearray | memoryview):
+        return f"({len(source)} bytes)"
+    return repr(str(source))

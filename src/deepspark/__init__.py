@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING
 
 from deepspark._backend import configure_backend
+from deepspark._lazy import lazy_attributes
 
 configure_backend()
 # MLflow draws a progress bar for every artifact download (each model load); deepspark's output
@@ -55,9 +56,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepspark' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

@@ -18,6 +18,7 @@ and skipped, not fatal. Nothing here reads image bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +40,7 @@ def is_image_folder(path: str | Path) -> bool:
     root = Path(path)
     if not root.is_dir():
         return False
-    return any(_images_below(child) for child in _subfolders(root))
+    return any(next(_image_files(child), None) is not None for child in _subfolders(root))
 
 
 def list_image_folder(path: str | Path) -> pd.DataFrame:
@@ -92,10 +93,12 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _images_below(folder: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
+    return sorted(_image_files(folder))
+
+
+def _image_files(folder: Path) -> Iterator[Path]:
+    """Image files at any depth below ``folder``, hidden files and folders left out (lazily)."""
+    for path in folder.rglob("*"):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_file():
+            yield path

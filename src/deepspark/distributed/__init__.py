@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from deepspark._lazy import lazy_attributes
+
 __all__ = [
     "BroadcastInitialState",
     "DistributedNanGuard",
@@ -78,9 +80,4 @@ def size() -> int:
     return get_backend().size
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepspark.distributed' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

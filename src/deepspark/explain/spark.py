@@ -78,10 +78,7 @@ def explain_on_spark(model, data, *, method, rows, background, seed, options, ma
     total = indexed.count()
     count = limit_rows(total, rows)
     sample = sample_background(model, _SparkRows(indexed, total), size=background, seed=seed)
-    # A task gets spark.task.cpus cores; the framework in the worker should not use more.
-    threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     payload = _payload(spark, model, sample.rows, method=method, seed=seed, options=options)
-    payload["threads"] = threads
     shared = spark.sparkContext.broadcast(payload)
     from pyspark.sql import functions as F
 
@@ -128,7 +125,6 @@ def _payload(spark, model, background: pd.DataFrame, *, method, seed, options) -
         "method": method,
         "seed": seed,
         "options": options,
-        "threads": 1,
     }
 
 
@@ -136,10 +132,9 @@ def worker_explainer(payload: dict) -> Explainer:
     """The explainer of a broadcast payload, built once per Python worker."""
     key = payload["key"]
     if key not in _WORKER_EXPLAINERS:
-        from deepspark.runtime import set_threads
         from deepspark.spark.udf import worker_model
 
-        set_threads(payload["threads"])
+        # worker_model sizes the framework's threads to the task's cores on first load.
         model = worker_model(payload["model_name"])
         _WORKER_EXPLAINERS[key] = explainer_class(payload["method"])(
             model, payload["background"], seed=payload["seed"], options=payload["options"]

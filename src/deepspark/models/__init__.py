@@ -6,6 +6,8 @@ on first use.
 
 from __future__ import annotations
 
+from deepspark._lazy import lazy_attributes
+
 __all__ = ["BuildContext", "NumericStats", "build_mlp", "fit_numeric_stats", "register_builder"]
 
 _LAZY = {
@@ -17,9 +19,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepspark.models' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)

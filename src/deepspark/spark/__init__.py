@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-import importlib
+from deepspark._lazy import lazy_attributes
 
 __all__ = [
     "KerasEstimator",
@@ -39,10 +39,10 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        from deepspark._optional import require
+def _require_pyspark() -> None:
+    from deepspark._optional import require
 
-        require("pyspark", feature="Spark")
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepspark.spark' has no attribute {name!r}")
+    require("pyspark", feature="Spark")
+
+
+__getattr__ = lazy_attributes(__name__, _LAZY, before=_require_pyspark)

@@ -192,8 +192,8 @@ def run_fit(
     """``model.fit`` with deepspark's settings: ``config``'s epochs and batch size, shuffled
     rows, no Keras progress bar (the callbacks report), continuing after ``state``'s epoch.
     Validation runs in batches of at least ``VALIDATION_BATCH_ROWS`` rows: its loss and metrics
-    are row-weighted means, the same for any batching, and each evaluation's fixed cost in Keras
-    is paid a few times per epoch instead of once per training batch.
+    are row-weighted means, the same for any batching, and Keras' cost per validation batch is
+    paid for a few large batches per epoch instead of one per ``batch_size`` rows.
 
     Args:
         model: A compiled Keras model.

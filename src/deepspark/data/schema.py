@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+IMAGE = "image"
 # Text columns parsing as numbers in at least this share of rows are treated as broken numerics.
 _MOSTLY_NUMERIC = 0.9
 _MAX_CLASSES_FROM_INTEGERS = 20
@@ -39,13 +40,47 @@ class FeatureSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """How an image model's raw input becomes its pixel array (decoded on the host).
+
+    Args:
+        height: Rows of the decoded, resized image.
+        width: Columns of the decoded, resized image.
+        channels: 3 (RGB) or 1 (grayscale).
+    """
+
+    height: int
+    width: int
+    channels: int = 3
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Bytes of one decoded uint8 image."""
+        return self.height * self.width * self.channels
+
+
+@dataclasses.dataclass(frozen=True)
 class FeatureSchema:
-    """Features, target and task of a model; stored with the model as JSON."""
+    """Features, target and task of a model; stored with the model as JSON.
+
+    An image model has one feature of kind ``image`` (encoded bytes in an ``image`` column, or
+    file paths in a ``path`` column) and an ``image`` spec saying how it is decoded.
+    """
 
     features: tuple[FeatureSpec, ...]
     target: str
     task: str
     class_labels: tuple[Any, ...] = ()
+    image: ImageSpec | None = None
+
+    @property
+    def kind(self) -> str:
+        """``image`` or ``tabular``: what the model takes as raw input."""
+        return IMAGE if self.image is not None else "tabular"
 
     @property
     def numeric_names(self) -> list[str]:
@@ -64,7 +99,7 @@ class FeatureSchema:
         return [spec for spec in self.features if spec.kind == CATEGORICAL]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "target": self.target,
             "task": self.task,
             "class_labels": list(self.class_labels),
@@ -73,6 +108,9 @@ class FeatureSchema:
                 for spec in self.features
             ],
         }
+        if self.image is not None:
+            document["image"] = dataclasses.asdict(self.image)
+        return document
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> FeatureSchema:
@@ -85,11 +123,13 @@ class FeatureSchema:
             )
             for item in document["features"]
         )
+        image = document.get("image")
         return cls(
             features=features,
             target=document["target"],
             task=document["task"],
             class_labels=tuple(document.get("class_labels", ())),
+            image=ImageSpec(**image) if image else None,
         )
 
 

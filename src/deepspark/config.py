@@ -21,6 +21,7 @@ DISTRIBUTED_LAUNCHERS = ("local", "spark", "horovod")
 # How distributed ranks communicate (not the Keras backend, which is ``keras_backend``).
 COLLECTIVES = ("jax", "torch", "horovod")
 KERAS_BACKENDS = ("jax", "torch")
+ON_BAD_IMAGE = ("skip", "fail")
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -40,7 +41,8 @@ class TrainConfig:
         hidden: Units of each hidden layer.
         activation: Hidden-layer activation, one of ``ACTIVATIONS``.
         dropout: Dropout rate after each hidden layer.
-        batch_norm: Batch normalization after each hidden dense layer.
+        batch_norm: Batch normalization after each hidden layer (dense or convolution);
+            ``None``: the model's default (off for the MLP, on for the CNN).
         optimizer: One of ``OPTIMIZERS``.
         lr: Learning rate; ``None`` uses the optimizer's usual default.
         loss: ``mse``, ``mae`` or ``huber`` for regression; ``None`` picks the task's default.
@@ -69,6 +71,12 @@ class TrainConfig:
         warmup_epochs: Epochs over which the rate rises from its single-worker value to the scaled
             one (0: none).
         keras_backend: ``jax`` or ``torch``; ``None`` keeps ``KERAS_BACKEND`` (default ``jax``).
+        image_size: ``(height, width)`` images are resized to (image data); ``None``: the first
+            training image's shorter side, at most 128, square.
+        filters: Filters of each CNN conv block (each block halves the resolution).
+        augment: Random flips, rotations, zoom and contrast while training (image data).
+        on_bad_image: ``skip`` (count, list and leave out corrupt or non-image files) or
+            ``fail`` (stop at the first).
     """
 
     data: str
@@ -78,7 +86,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = (256, 128, 64)
     activation: str = "relu"
     dropout: float = 0.0
-    batch_norm: bool = False
+    batch_norm: bool | None = None
     optimizer: str = "adam"
     lr: float | None = None
     loss: str | None = None
@@ -101,6 +109,10 @@ class TrainConfig:
     scale_lr: bool = True
     warmup_epochs: int = 0
     keras_backend: str | None = None
+    image_size: tuple[int, int] | None = None
+    filters: tuple[int, ...] = (32, 64, 128)
+    augment: bool = False
+    on_bad_image: str = "skip"
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -167,6 +179,7 @@ def validate_config(config: TrainConfig) -> None:
         if int(getattr(config, name)) <= 0:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
     _validate_distributed(config)
+    _validate_images(config)
     _check_fraction("val_fraction", config.val_fraction, allow_zero=False)
     _check_fraction("test_fraction", config.test_fraction, allow_zero=True)
     if config.val_fraction + config.test_fraction >= 0.95:
@@ -176,6 +189,15 @@ def validate_config(config: TrainConfig) -> None:
             "lower --val-fraction or --test-fraction",
             config.val_fraction + config.test_fraction,
         )
+
+
+def _validate_images(config: TrainConfig) -> None:
+    _check_choice("on_bad_image", config.on_bad_image, ON_BAD_IMAGE)
+    size = config.image_size
+    if size is not None and (len(size) != 2 or any(int(side) <= 0 for side in size)):
+        raise _invalid("image_size", "give a positive size such as 224 or 224,160", size)
+    if not config.filters or any(int(count) <= 0 for count in config.filters):
+        raise _invalid("filters", "give positive filter counts such as 32,64,128", config.filters)
 
 
 def _validate_distributed(config: TrainConfig) -> None:
@@ -255,20 +277,29 @@ def _renamed_settings(settings: Mapping[str, Any], *, warn: bool) -> dict[str, A
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
     """Turn TOML / CLI strings into the field's type (e.g. ``"64,32"`` -> ``(64, 32)``)."""
-    if field.name == "hidden":
-        if isinstance(value, str):
-            try:
-                return tuple(int(part) for part in value.split(",") if part.strip())
-            except ValueError as error:
-                raise _invalid(
-                    "hidden", "give comma-separated integers such as 64,32", value
-                ) from error
-        return tuple(int(part) for part in value)
+    if field.name in ("hidden", "filters"):
+        return _integers(field.name, value)
+    if field.name == "image_size":
+        sides = _integers(field.name, value)
+        return (sides[0], sides[0]) if len(sides) == 1 else sides
     if field.name == "exclude":
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
     return value
+
+
+def _integers(name: str, value: Any) -> tuple[int, ...]:
+    """``"64,32"``, ``"224x160"``, ``224`` or ``[64, 32]`` -> a tuple of integers."""
+    if isinstance(value, int | float):
+        value = [value]
+    if isinstance(value, str):
+        text = value.lower().replace("x", ",") if name == "image_size" else value
+        value = text.split(",")
+    try:
+        return tuple(int(str(part).strip()) for part in value if str(part).strip())
+    except ValueError as error:
+        raise _invalid(name, "give comma-separated integers such as 64,32", value) from error
 
 
 def make_config(

@@ -66,6 +66,8 @@ def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 
         ImageDecodeError: The file is missing, not an image, corrupt or truncated.
     """
     _check_shape(size, channels)
+    if source is None:
+        raise ImageDecodeError("no image (the value is empty)")
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -178,3 +180,17 @@ def _describe(source: ImageSource) -> str:
     if isinstance(source, bytes | bytearray | memoryview):
         return f"({len(source)} bytes)"
     return repr(str(source))
+
+
+def image_dimensions(source: ImageSource) -> tuple[int, int] | None:
+    """``(height, width)`` of an image as stored (after EXIF rotation), reading only its
+    header; ``None`` when it does not open."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with _open(source, Image) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError):
+        return None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)

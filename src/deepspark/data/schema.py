@@ -188,9 +188,9 @@ def infer_schema(
             f"Excluded column(s) not found: {', '.join(unknown)}; choose from: "
             f"{', '.join(columns)}. Received: exclude={','.join(exclude)}"
         )
-    frame = _drop_missing_target(frame, target)
+    frame = drop_missing_target(frame, target)
     task = task or infer_task(frame[target])
-    class_labels = _class_labels(frame[target], task, target)
+    class_labels = find_class_labels(frame[target], task, target)
     feature_names = [name for name in columns if name != target and name not in exclude]
     if not feature_names:
         raise DataError(
@@ -208,7 +208,7 @@ def infer_schema(
     return schema, frame[feature_names + [target]]
 
 
-def _drop_missing_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+def drop_missing_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     missing = frame[target].isna()
     if missing.all():
         raise DataError(
@@ -240,7 +240,7 @@ def infer_task(target: pd.Series) -> str:
     return "multiclass" if integer_valued and few and distinct > 2 else "regression"
 
 
-def _class_labels(target: pd.Series, task: str, name: str) -> tuple[Any, ...]:
+def find_class_labels(target: pd.Series, task: str, name: str) -> tuple[Any, ...]:
     if task == "regression":
         if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
             raise DataError(

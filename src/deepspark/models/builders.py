@@ -40,21 +40,34 @@ class BuildContext:
 
 Builder = Callable[[BuildContext], Any]
 _BUILDERS: dict[str, Builder] = {}
+_TAKES: dict[str, tuple[str, ...]] = {}  # name -> the data kinds it builds for
+#: The builder used when ``model`` is not given, per data kind.
+DEFAULT_MODELS = {"tabular": "mlp", "image": "cnn"}
 
 
-def register_builder(name: str, builder: Builder) -> None:
-    """Make ``builder`` available as ``deepspark.train(..., model=name)``."""
+def register_builder(name: str, builder: Builder, *, takes: tuple[str, ...] = ("tabular",)):
+    """Make ``builder`` available as ``deepspark.train(..., model=name)`` for data of the kinds
+    in ``takes`` (``tabular``, ``image``)."""
     _BUILDERS[name] = builder
+    _TAKES[name] = tuple(takes)
 
 
-def check_model(model: Any) -> None:
-    """Raise ``UserInputError`` now (before any run starts) for a ``model`` that cannot build."""
+def check_model(model: Any, kind: str | None = None) -> None:
+    """Raise ``UserInputError`` now (before any run starts) for a ``model`` that cannot build,
+    or (given the data's ``kind``) that does not take that kind of data."""
     if model is None or callable(model):
         return
     if not isinstance(model, str) or model not in _BUILDERS:
         raise UserInputError(
             f"Unknown model; valid models are {', '.join(sorted(_BUILDERS))}, a builder "
             f"function or a keras.Model. Received: model={model!r}"
+        )
+    if kind is not None and kind not in _TAKES[model]:
+        fitting = [name for name, kinds in sorted(_TAKES.items()) if kind in kinds]
+        given = "an image folder or image table" if kind == "image" else "a table"
+        raise UserInputError(
+            f"Model '{model}' takes {' or '.join(_TAKES[model])} data, but the data is {given}; "
+            f"use --model {' or '.join(fitting)}. Received: model={model!r}"
         )
 
 
@@ -67,9 +80,10 @@ def build_model(context: BuildContext, model: Any = None):
     from deepspark._backend import import_keras
 
     keras = import_keras()
-    check_model(model)
+    kind = context.schema.kind
+    check_model(model, kind)
     if model is None or isinstance(model, str):
-        return _BUILDERS[model or "mlp"](context)
+        return _BUILDERS[model or DEFAULT_MODELS[kind]](context)
     if isinstance(model, keras.Model):
         return _wrap_body(context, model, keras)
     built = model(context)
@@ -98,8 +112,10 @@ def _wrap_body(context: BuildContext, body, keras):
 
 
 def _build_mlp(context: BuildContext):
-    from deepspark.models.mlp import build_mlp
+    from deepspark.models.mlp import build_mlp, build_pixel_mlp
 
+    if context.schema.image is not None:
+        return build_pixel_mlp(context.schema, context.config)
     return build_mlp(
         context.schema,
         context.numeric_stats,
@@ -109,4 +125,20 @@ def _build_mlp(context: BuildContext):
     )
 
 
-register_builder("mlp", _build_mlp)
+def _build_cnn(context: BuildContext):
+    from deepspark.models.cnn import build_cnn
+
+    config, spec = context.config, context.schema.image
+    return build_cnn(
+        spec.size,
+        classes=len(context.schema.class_labels),
+        channels=spec.channels,
+        filters=config.filters,
+        batch_norm=True if config.batch_norm is None else config.batch_norm,
+        dropout=config.dropout,
+        augment=config.augment,
+    )
+
+
+register_builder("mlp", _build_mlp, takes=("tabular", "image"))
+register_builder("cnn", _build_cnn, takes=("image",))

@@ -59,6 +59,24 @@ def build_mlp(
     return keras.Model(inputs=inputs, outputs=outputs, name="deepspark_mlp")
 
 
+def build_pixel_mlp(schema: FeatureSchema, config: TrainConfig) -> keras.Model:
+    """The MLP on raw pixels (the baseline a CNN must beat): uint8 images in, scaled to [0, 1]
+    and flattened, then the same hidden blocks and head as for a table.
+
+    Args:
+        schema: An image model's schema (``schema.image`` gives the input shape).
+        config: Hidden sizes, activation, dropout, batch norm.
+    """
+    spec = schema.image
+    inputs = keras.Input((spec.height, spec.width, spec.channels), dtype="uint8", name="image")
+    hidden = layers.Rescaling(1.0 / 255.0, name="scale_pixels")(inputs)
+    hidden = layers.Flatten(name="flatten")(hidden)
+    for depth, units in enumerate(config.hidden, start=1):
+        hidden = _hidden_block(hidden, int(units), depth, config)
+    outputs = task_head(hidden, schema, 0.0, 1.0)
+    return keras.Model(inputs=inputs, outputs=outputs, name="deepspark_pixel_mlp")
+
+
 def encoded_features(schema: FeatureSchema, numeric_stats: NumericStats | None, config):
     """The model inputs of a table and the tensor of its encoded features (imputed,
     standardized numbers, missing-value flags, one-hot or embedded categories).

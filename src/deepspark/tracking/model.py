@@ -68,14 +68,23 @@ class DeepsparkModel:
 
         return predict_arrays(self.keras_model, encode_features(frame, self.schema))
 
+    @property
+    def kind(self) -> str:
+        """``tabular`` (raw columns in) or ``image`` (image bytes or paths in)."""
+        return self.schema.kind
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Predictions for raw rows: ``prediction`` (+ ``probability_<label>`` per class).
+        """Predictions for raw rows: ``prediction`` (+ ``probability_<label>`` per class; an
+        image model adds ``error``: why a row's image could not be scored, else ``None``).
 
         Raises:
-            UserInputError: Missing columns (named) or text in a numeric column.
+            UserInputError: Missing columns (named) or text in a numeric column; for an image
+                model, no column of images.
         """
-        from deepspark.models.inference import format_predictions
+        from deepspark.models.inference import format_predictions, predict_images
 
+        if self.schema.image is not None:
+            return predict_images(self.keras_model, self.schema, frame)
         return format_predictions(self.predict_output(frame), self.schema, index=frame.index)
 
     def save(self, directory: str | Path) -> Path:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
 
 from deepspark.data.schema import label_type
-from deepspark.models.inference import probability_column
+from deepspark.data.image_inputs import IMAGE_COLUMN, PATH_COLUMN
+from deepspark.models.inference import ERROR_COLUMN, probability_column
 from deepspark.tracking.model import DeepsparkModel
 
 ARTIFACT_KEY = "deepspark"
@@ -32,16 +34,29 @@ class DeepsparkPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def model_signature(model: DeepsparkModel):
-    """Column signature: one ColSpec per raw feature in, prediction column(s) out."""
+    """Column signature: one ColSpec per raw feature in, prediction column(s) out. An image
+    model takes ``image`` (encoded bytes) or ``path`` (files), and also returns ``error``."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [
-        ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=True)
-        for spec in model.schema.features
+    schema = model.schema
+    if schema.image is not None:
+        names = dict.fromkeys([IMAGE_COLUMN, PATH_COLUMN, *schema.feature_names])
+        inputs = [
+            ColSpec("string" if name == PATH_COLUMN else "binary", name, required=False)
+            for name in names
+        ]
+    else:
+        inputs = [
+            ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=True)
+            for spec in schema.features
+        ]
+    outputs = [
+        ColSpec(label_type(schema.class_labels), "prediction", required=schema.image is None)
     ]
-    outputs = [ColSpec(label_type(model.schema.class_labels), "prediction")]
-    outputs += [ColSpec("double", probability_column(label)) for label in model.schema.class_labels]
+    outputs += [ColSpec("double", probability_column(label)) for label in schema.class_labels]
+    if schema.image is not None:
+        outputs.append(ColSpec("string", ERROR_COLUMN, required=False))
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
@@ -52,7 +67,9 @@ def _framework_requirements(versions: dict[str, str]) -> list[str]:
     return [f"jax=={versions['jax']}", f"jaxlib=={versions['jaxlib']}"]
 
 
-def log_pyfunc_model(model: DeepsparkModel, input_example: pd.DataFrame, *, name: str = "model"):
+def log_pyfunc_model(
+    model: DeepsparkModel, input_example: pd.DataFrame | None, *, name: str = "model"
+):
     """Log ``model`` to the active MLflow run as a pyfunc model.
 
     Returns:
@@ -69,7 +86,12 @@ def log_pyfunc_model(model: DeepsparkModel, input_example: pd.DataFrame, *, name
         "scikit-learn",
         f"mlflow=={versions['mlflow']}",
     ]
-    with tempfile.TemporaryDirectory() as scratch:
+    if model.kind == "image":
+        requirements.append("pillow")
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        # Image models log no example (it would be local paths or raw bytes); say so once here
+        # instead of MLflow's warning.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
         model_dir = model.save(Path(scratch) / ARTIFACT_KEY)
         return mlflow.pyfunc.log_model(
             name=name,

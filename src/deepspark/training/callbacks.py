@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from typing import Any
 
 from deepspark._backend import import_keras
+from deepspark._progress import log_console, show_live_bar
 from deepspark.tracking.run import deferred_interrupts, raise_if_interrupted
 from deepspark.training.checkpoint import CheckpointStore
 
@@ -207,7 +207,7 @@ class EpochProgress(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         live = self.live
         if live is None:
-            live = sys.stderr.isatty() and logger.isEnabledFor(logging.INFO)
+            live = show_live_bar()
         if live:
             self._bar = _progress_bar(self.total_epochs)
         self._train_started = time.perf_counter()
@@ -246,17 +246,6 @@ class EpochProgress(keras.callbacks.Callback):
         )
 
 
-def _log_console():
-    """The rich console deepspark's log lines go to (the CLI's), so that they print above the
-    live bar instead of through it."""
-    for source in (logger, logging.getLogger("deepspark"), logging.getLogger()):
-        for handler in source.handlers:
-            console = getattr(handler, "console", None)
-            if console is not None:
-                return console
-    return None
-
-
 def _progress_bar(total_epochs: int):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -267,7 +256,7 @@ def _progress_bar(total_epochs: int):
         BarColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[metrics]}"),
-        console=_log_console() or Console(stderr=True),
+        console=log_console() or Console(stderr=True),
         transient=True,
     )
     bar.add_task("fit", total=total_epochs, metrics="")

@@ -15,7 +15,9 @@ from typing import Any
 
 from deepspark._backend import import_keras
 from deepspark.config import TrainConfig
+from deepspark.data.image_inputs import ImageFiles, chunk_rows
 from deepspark.models.builders import BuildContext, build_model
+from deepspark.models.inference import image_spec_of
 from deepspark.models.preprocessing import StandardizedLoss, fit_numeric_stats
 from deepspark.tracking.run import deferred_interrupts
 from deepspark.training import callbacks as ds_callbacks
@@ -209,16 +211,10 @@ def run_fit(
         The ``FitOutcome`` (world size 1; distributed training fills in the rest).
     """
     start_epoch = state["epoch"] + 1 if state else 0
-    inputs, targets = train
     model.fit(
-        inputs,
-        targets,
-        validation_data=validation,
+        **_fit_data(config, train, validation),
         epochs=config.epochs,
         initial_epoch=start_epoch,
-        batch_size=config.batch_size,
-        validation_batch_size=max(config.batch_size, VALIDATION_BATCH_ROWS),
-        shuffle=True,
         verbose=0,
         callbacks=[*first_callbacks, *callbacks.callbacks],
     )
@@ -232,6 +228,35 @@ def run_fit(
         diverged_at=callbacks.nan_guard.failed_at,
         resumed_from_epoch=start_epoch if state is not None else None,
     )
+
+
+def _fit_data(config: TrainConfig, train: tuple, validation: tuple) -> dict[str, Any]:
+    """``fit``'s data arguments: arrays in memory, or streamed image batches."""
+    inputs, targets = train
+    validation_rows = max(config.batch_size, VALIDATION_BATCH_ROWS)
+    image_spec = image_spec_of(inputs)
+    if image_spec is not None:  # large activations: validation batches bounded by pixels
+        validation_rows = max(config.batch_size, chunk_rows(image_spec))
+    if isinstance(inputs, ImageFiles):
+        from deepspark.data.image_batches import ImageBatches
+
+        val_inputs, val_targets = validation
+        return {
+            "x": ImageBatches(
+                inputs, targets, batch_size=config.batch_size, shuffle=True, seed=config.seed
+            ),
+            "validation_data": ImageBatches(
+                val_inputs, val_targets, batch_size=validation_rows, shuffle=False
+            ),
+        }
+    return {
+        "x": inputs,
+        "y": targets,
+        "validation_data": validation,
+        "batch_size": config.batch_size,
+        "validation_batch_size": validation_rows,
+        "shuffle": True,
+    }
 
 
 def relog_missing_epochs(history: list[dict[str, float]]) -> None:

@@ -12,6 +12,8 @@ import pandas as pd
 
 from deepspark.config import TrainConfig
 from deepspark.data.encoding import NUMERIC_INPUT, encode_features, encode_target
+from deepspark.data.image_inputs import PATH_COLUMN, find_image_column
+from deepspark.data.image_sources import is_image_folder, list_image_folder
 from deepspark.data.readers import BUILTIN_DATASETS, read_table
 from deepspark.data.schema import FeatureSchema, infer_schema, learn_vocabularies
 from deepspark.data.splits import DataSplit, split_frame
@@ -27,16 +29,18 @@ class PreparedData:
     config: TrainConfig
     schema: FeatureSchema
     split: DataSplit
-    inputs: dict[str, dict[str, np.ndarray]]  # split name -> model inputs
+    inputs: dict[str, Any]  # split name -> model inputs (by name; images: pixels or ImageFiles)
     targets: dict[str, np.ndarray]  # split name -> encoded target
     target_center: float
     target_scale: float
     fingerprint: str
     builder: Any = None  # how the network is built (deepspark.models.builders.build_model)
+    bad_images: tuple[tuple[str, str], ...] = ()  # (source, reason) left out of training
 
     @property
     def numeric_train(self) -> np.ndarray | None:
-        return self.inputs["train"].get(NUMERIC_INPUT)
+        train = self.inputs["train"]
+        return train.get(NUMERIC_INPUT) if isinstance(train, dict) else None
 
 
 def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
@@ -58,10 +62,19 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     Raises:
         DataError / UserInputError: For every problem with the data or the target.
     """
+    if is_image_folder(config.data):
+        from deepspark.training.prepare_images import prepare_images
+
+        return prepare_images(config, list_image_folder(config.data), PATH_COLUMN)
     frame = read_table(config.data)
+    image_column = find_image_column(frame, exclude=[config.target] if config.target else [])
+    if image_column is not None:
+        from deepspark.training.prepare_images import prepare_images
+
+        return prepare_images(config, frame, image_column)
     config = resolve_target(config, frame)
     schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
-    _check_loss(config, schema.task)
+    check_loss(config, schema.task)
     stratify = frame[config.target] if schema.task != "regression" else None
     split = split_frame(
         frame,
@@ -74,7 +87,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     parts = {"train": split.train, "val": split.val, "test": split.test}
     inputs = {name: encode_features(part, schema) for name, part in parts.items()}
     targets = {
-        name: _shape_target(encode_target(part[config.target], schema), schema.task)
+        name: shape_target(encode_target(part[config.target], schema), schema.task)
         for name, part in parts.items()
     }
     center, scale = 0.0, 1.0
@@ -95,17 +108,17 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         targets=targets,
         target_center=center,
         target_scale=scale,
-        fingerprint=_fingerprint(frame),
+        fingerprint=fingerprint(frame),
     )
 
 
-def _shape_target(encoded: np.ndarray, task: str) -> np.ndarray:
+def shape_target(encoded: np.ndarray, task: str) -> np.ndarray:
     if task == "binary":
         return encoded.reshape(-1, 1).astype(np.float32)
     return encoded
 
 
-def _check_loss(config: TrainConfig, task: str) -> None:
+def check_loss(config: TrainConfig, task: str) -> None:
     if config.loss is None:
         return
     regression_loss = config.loss != "crossentropy"
@@ -117,6 +130,6 @@ def _check_loss(config: TrainConfig, task: str) -> None:
         )
 
 
-def _fingerprint(frame: pd.DataFrame) -> str:
+def fingerprint(frame: pd.DataFrame) -> str:
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64))}"

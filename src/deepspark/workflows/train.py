@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
-from deepspark.models.builders import check_model
+from deepspark.models.builders import DEFAULT_MODELS, check_model
 from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
 
 logger = logging.getLogger("deepspark.training")
 CHECKPOINT_TAG = "deepspark.checkpoint_dir"
 MODEL_URI_TAG = "deepspark.model_uri"
+BAD_IMAGES_FILE = "bad_images.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,7 @@ class TrainResult:
         world_size: Workers that trained the model (1: not distributed).
         launcher: How distributed workers were started (``None``: not distributed).
         restarts: Times a distributed job started again after a worker died.
+        bad_images: Image files left out of training (corrupt, truncated, not images).
     """
 
     run_id: str
@@ -55,6 +58,7 @@ class TrainResult:
     world_size: int = 1
     launcher: str | None = None
     restarts: int = 0
+    bad_images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,7 +107,18 @@ def train(
     check_model(model)
     use_backend(config.keras_backend)
     prepared = dataclasses.replace(prepare_data(config), builder=model)
+    check_model(model, prepared.schema.kind)
+    _check_distributed_images(prepared)
     return _run(prepared, resume_run=None)
+
+
+def _check_distributed_images(prepared: PreparedData) -> None:
+    config = prepared.config
+    if prepared.schema.image is not None and (config.workers > 1 or config.launcher):
+        raise UserInputError(
+            "Distributed training of image models is not available yet; train on one worker "
+            f"(leave out --workers and --launcher). Received: workers={config.workers}"
+        )
 
 
 def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
@@ -177,7 +192,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     mlflow.log_params(
         {
             "task_resolved": prepared.schema.task,
-            "model": _model_name(prepared.builder),
+            "model": _model_name(prepared.builder, prepared.schema.kind),
             "features": len(prepared.schema.features),
             **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
         }
@@ -186,16 +201,33 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
         {
             CHECKPOINT_TAG: str(store.directory),
             "deepspark.task": prepared.schema.task,
+            "deepspark.kind": prepared.schema.kind,
             "deepspark.keras_backend": backend_name(),
         }
     )
     mlflow.log_dict(prepared.schema.to_dict(), "feature_schema.json")
+    if prepared.schema.image is not None:
+        _log_bad_images(prepared.bad_images)
     return store
 
 
-def _model_name(model: Any) -> str:
+def _log_bad_images(bad_images) -> None:
+    """The images left out of training, with the reason, as ``bad_images.csv`` (always logged
+    for image data, so an empty file says none were bad)."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.log_metric("bad_images", len(bad_images))
+    listing = pd.DataFrame(list(bad_images), columns=["source", "reason"])
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch, BAD_IMAGES_FILE)
+        listing.to_csv(path, index=False)
+        mlflow.log_artifact(str(path))
+
+
+def _model_name(model: Any, kind: str) -> str:
     if model is None or isinstance(model, str):
-        return model or "mlp"
+        return model or DEFAULT_MODELS[kind]
     return getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
 
 
@@ -253,7 +285,8 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
             "metrics": metrics,
         },
     )
-    example = prepared.split.train[schema.feature_names].head(5)
+    # An image model's example would be local paths or raw bytes: its signature says enough.
+    example = None if schema.image else prepared.split.train[schema.feature_names].head(5)
     model_info = log_pyfunc_model(deepspark_model, example)
     mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
     mlflow.log_metrics(
@@ -275,4 +308,5 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
         world_size=outcome.world_size,
         launcher=outcome.launcher,
         restarts=outcome.restarts,
+        bad_images=len(prepared.bad_images),
     )

@@ -45,8 +45,13 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 
 
 @cli.command()
-@click.option("--data", help="CSV / Parquet / JSON-lines path or built-in dataset (diabetes).")
-@click.option("--target", help="Column to predict.")
+@click.option(
+    "--data",
+    help="CSV / Parquet / JSON-lines path, built-in dataset (diabetes), or an image folder "
+    "(one subfolder per class) or table of image paths / bytes.",
+)
+@click.option("--target", help="Column to predict (image folders: label).")
+@click.option("--model", "model_name", help="mlp or cnn (default: mlp for tables, cnn for images).")
 @click.option("--task", help="regression, binary or multiclass (default: inferred).")
 @click.option("--exclude", help="Comma-separated columns to leave out of the features.")
 @click.option("--hidden", help="Hidden layer sizes, e.g. 64,32.")
@@ -81,11 +86,17 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--scale-lr/--no-scale-lr", default=None, help="LR x workers (default on).")
 @click.option("--warmup-epochs", type=int, help="Epochs of LR warmup to the scaled rate.")
 @click.option("--keras-backend", help="jax (default) or torch; KERAS_BACKEND works too.")
+@click.option("--image-size", help="Images are resized to this: 224 or 224,160 (default: <=128).")
+@click.option("--filters", help="CNN filters per conv block, e.g. 32,64,128.")
+@click.option("--augment/--no-augment", default=None, help="Flip/rotate/zoom/contrast in training.")
+@click.option(
+    "--on-bad-image", help="skip (count, list, leave out; default) or fail at a bad image file."
+)
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def train(config_file, resume, as_json, **options) -> None:
-    """Train a Keras network on a table; track it in MLflow; log the model."""
+def train(config_file, resume, as_json, model_name, **options) -> None:
+    """Train a Keras network on a table or images; track it in MLflow; log the model."""
     from deepspark.workflows.train import train as train_model
 
     settings = {name: value for name, value in options.items() if value is not None}
@@ -102,7 +113,7 @@ def train(config_file, resume, as_json, **options) -> None:
         else:
             if "data" not in settings and config_file is None:
                 raise click.UsageError("Missing option '--data' (a file path or 'diabetes').")
-            result = train_model(config_file=config_file, **settings)
+            result = train_model(config_file=config_file, model=model_name, **settings)
     document = result.to_dict()
     if as_json:
         emit_json(document, sys.stdout)
@@ -116,7 +127,12 @@ def train(config_file, resume, as_json, **options) -> None:
 
 @cli.command()
 @click.option("--model", "model_uri", required=True, help="Model URI (models:/..., runs:/...).")
-@click.option("--data", required=True, help="CSV / Parquet / JSON-lines path (or table, --spark).")
+@click.option(
+    "--data",
+    required=True,
+    help="CSV / Parquet / JSON-lines path or image folder; with --spark also a table, or image "
+    "files as a glob / Hadoop URI ('photos/*.jpg').",
+)
 @click.option(
     "--output", required=True, help="Output file (.csv, .parquet, .jsonl); --spark: folder."
 )
@@ -125,6 +141,9 @@ def train(config_file, resume, as_json, **options) -> None:
 @click.option("--spark", "use_spark", is_flag=True, help="Score with Spark; write Parquet.")
 @click.option("--master", help="Spark master URL (default: DEEPSPARK_SPARK_MASTER or local[*]).")
 @click.option("--batch-rows", type=int, help="Rows per Arrow batch sent to the model (--spark).")
+@click.option(
+    "--batch-bytes", type=int, help="Image models: bytes per batch (--spark; default 64 MB)."
+)
 @click.option("--sql", help="With --spark: a query over view --view using function --function.")
 @click.option(
     "--function", "function_name", help="SQL function name of the model (default: model)."
@@ -132,7 +151,9 @@ def train(config_file, resume, as_json, **options) -> None:
 @click.option("--view", help="SQL view name of --data (default: data).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def predict(model_uri, data, output, overwrite, tracking_uri, use_spark, as_json, **spark_options):
-    """Score a table: output = input columns + prediction column(s).
+    """Score a table or images: output = input columns + prediction column(s).
+
+    Image models add `error` (why an image could not be scored; its prediction is empty).
 
     With --spark the job runs on Spark and writes a Parquet folder; --sql runs a query instead,
     e.g. --sql "SELECT *, model(struct(*)) AS price FROM data".

@@ -145,7 +145,12 @@ def decode_images(
 def _open(source: ImageSource, image_module):
     if isinstance(source, bytes | bytearray | memoryview):
         return image_module.open(io.BytesIO(bytes(source)))
-    return image_module.open(Path(source))
+    text = str(source)
+    if text.startswith("file:"):  # Spark and Hadoop name local files as URIs
+        from urllib.parse import unquote, urlparse
+
+        text = unquote(urlparse(text).path)
+    return image_module.open(Path(text))
 
 
 def _convert(image, channels: int, image_module):

@@ -98,7 +98,9 @@ def image_column(frame: pd.DataFrame, schema: FeatureSchema) -> str:
     candidates = dict.fromkeys(
         [schema.feature_names[0], IMAGE_COLUMN, BINARY_FILE_COLUMN, PATH_COLUMN]
     )
-    found = next((name for name in candidates if name in names), None)
+    present = [name for name in candidates if name in names]
+    binary = [name for name in present if _is_binary(_first_value(frame[name]))]
+    found = (binary or present or [None])[0]
     if found is None:
         raise UserInputError(
             "This model takes images: give a binary column 'image' (encoded image bytes) or a "
@@ -157,4 +159,3 @@ class ImageFiles:
         selected = [self.sources[index] for index in indices]
         decoded = decode_rows(selected, self.spec, on_bad="fail")
         return decoded.images
-

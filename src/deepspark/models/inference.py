@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from deepspark._progress import work_progress
 from deepspark.data.image_inputs import (
     ImageFiles,
     chunk_rows,
@@ -110,14 +111,16 @@ def predict_images(model, schema: FeatureSchema, frame: pd.DataFrame) -> pd.Data
     sources = image_sources(frame, schema)
     rows = chunk_rows(spec)
     outputs, errors = [], [None] * len(sources)
-    for part in chunks(len(sources), rows):
-        decoded = decode_rows(sources[part], spec)
-        output = predict_arrays(model, decoded.images, batch_rows=rows)
-        probabilities = np.full((len(decoded.ok), _classes(schema)), np.nan)
-        probabilities[decoded.ok] = class_probabilities(output, schema.task)
-        outputs.append(probabilities)
-        for position, reason in decoded.errors:
-            errors[part.start + position] = reason
+    with work_progress("scoring images", len(sources)) as advance:
+        for part in chunks(len(sources), rows):
+            decoded = decode_rows(sources[part], spec)
+            output = predict_arrays(model, decoded.images, batch_rows=rows)
+            probabilities = np.full((len(decoded.ok), _classes(schema)), np.nan)
+            probabilities[decoded.ok] = class_probabilities(output, schema.task)
+            outputs.append(probabilities)
+            for position, reason in decoded.errors:
+                errors[part.start + position] = reason
+            advance(part.stop - part.start)
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, _classes(schema)))
     return _image_frame(probabilities, errors, schema, frame.index)
 

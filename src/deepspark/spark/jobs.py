@@ -43,6 +43,7 @@ def score_to_parquet(
     overwrite: bool = False,
     master: str | None = None,
     batch_rows: int | None = None,
+    batch_bytes: int | None = None,
     sql: str | None = None,
     function_name: str = "model",
     view: str = "data",
@@ -50,12 +51,15 @@ def score_to_parquet(
     """Score a Spark source with a model and write the result as Parquet.
 
     Args:
-        source: A CSV / Parquet / JSON-lines path or a table name.
+        source: A CSV / Parquet / JSON-lines path or a table name; for an image model also an
+            image folder, a glob (``photos/*.jpg``) or a Hadoop URI of image files, read with
+            ``binaryFile`` (the output keeps ``path``, not the image bytes).
         model_uri: A deepspark model URI or folder.
         output: Destination Parquet folder (any Hadoop path).
         overwrite: Replace an existing ``output``.
         master: Spark master URL when no session is active.
         batch_rows: Rows per Arrow batch sent to the model.
+        batch_bytes: Image models: bytes per batch sent to the model (default 64 MB).
         sql: Instead of appending predictions, run this query; the source is the view ``view``
             and the model the SQL function ``function_name`` (call it as ``name(struct(*))``).
         function_name: SQL function name of the model (with ``sql``).
@@ -69,7 +73,8 @@ def score_to_parquet(
             where possible; otherwise the worker's deepspark message.
         ModelNotFoundError: The model URI does not resolve (checked on the driver).
     """
-    from deepspark.spark.scoring import predict, register_model, set_arrow_batch_rows
+    from deepspark.spark.images import is_image_files_source, read_image_files
+    from deepspark.spark.scoring import predict, register_model, set_arrow_batch_rows, spark_model
     from deepspark.spark.session import get_session, read_source
 
     spark = get_session(master)
@@ -79,17 +84,30 @@ def score_to_parquet(
         raise UserInputError(
             f"Output already exists; pass --overwrite to replace it. Received: output={output!r}"
         )
-    frame = read_source(spark, source)
+    resolved = spark_model(spark, model_uri)
+    images = resolved.model.kind == "image"
+    if images and is_image_files_source(source):
+        frame = read_image_files(spark, source)
+    else:
+        frame = read_source(spark, source)
     set_arrow_batch_rows(spark, batch_rows)
     if sql:
         frame.createOrReplaceTempView(view)
-        register_model(spark, function_name, model_uri)
+        register_model(spark, function_name, resolved, batch_bytes=batch_bytes)
         scored = _run_sql(spark, sql)
     else:
-        scored = predict(frame, model_uri)
+        scored = predict(frame, resolved, batch_rows=batch_rows, batch_bytes=batch_bytes)
+        if images:  # the image bytes stay where they are; the output names them by path
+            scored = scored.drop(*_binary_columns(scored))
     _write_atomically(scored, output, files)
     rows = spark.read.parquet(output).count()  # from Parquet footers, not a rescan
     return ScoreJobResult(output, rows, scored.columns, round(time.perf_counter() - started, 3))
+
+
+def _binary_columns(frame) -> list[str]:
+    from pyspark.sql import types as T
+
+    return [field.name for field in frame.schema.fields if isinstance(field.dataType, T.BinaryType)]
 
 
 def _run_sql(spark, query: str):

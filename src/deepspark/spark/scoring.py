@@ -6,8 +6,10 @@ import dataclasses
 import logging
 
 from deepspark.errors import UserInputError
+from deepspark.models.inference import ERROR_COLUMN
 from deepspark.spark.columns import feature_columns, quote
-from deepspark.spark.udf import make_column_udf, make_scoring_udf, ship_model
+from deepspark.spark.images import image_batch_limits, image_input_column
+from deepspark.spark.udf import make_column_udf, make_image_udf, make_scoring_udf, ship_model
 from deepspark.tracking.model import DeepsparkModel, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -22,8 +24,10 @@ class SparkModel:
     Attributes:
         model: The model, loaded on the driver (its schema drives column binding and types).
         shipped_name: The name executors load it under (``SparkFiles``).
-        udf: The pandas UDF taking ``struct(<features>)`` (SQL).
-        column_udf: The pandas UDF taking the features as separate columns (faster).
+        udf: The pandas UDF taking ``struct(<features>)`` (SQL); for an image model, the one
+            column of image bytes or paths.
+        column_udf: The pandas UDF taking the features as separate columns (faster); the same
+            as ``udf`` for an image model.
     """
 
     model: DeepsparkModel
@@ -41,6 +45,9 @@ def spark_model(spark, model_uri: str) -> SparkModel:
     model_dir = resolve_model_dir(model_uri)
     model = DeepsparkModel.from_directory(model_dir)
     shipped_name = ship_model(spark, model_dir)
+    if model.kind == "image":
+        image_udf = make_image_udf(shipped_name, model.schema)
+        return SparkModel(model, shipped_name, image_udf, image_udf)
     return SparkModel(
         model,
         shipped_name,
@@ -51,11 +58,12 @@ def spark_model(spark, model_uri: str) -> SparkModel:
 
 def predict(
     frame,
-    model_uri: str,
+    model_uri: str | SparkModel,
     *,
     prediction_col: str = "prediction",
     probability_col: str = "probability",
     batch_rows: int | None = None,
+    batch_bytes: int | None = None,
 ):
     """Add prediction column(s) to a Spark DataFrame (lazy: nothing runs until an action).
 
@@ -68,9 +76,14 @@ def predict(
         probability_col: Name of the per-class probability struct (classification only).
         batch_rows: Rows per Arrow batch sent to Python (sets the session's
             ``spark.sql.execution.arrow.maxRecordsPerBatch``).
+        batch_bytes: Image models: most bytes per batch sent to Python (encoded, and decoded
+            while scoring; default 64 MB). Sets the session's Arrow batch limits.
 
     Returns:
         ``frame`` with the prediction column(s) appended (same-named columns are replaced).
+        An image model reads a binary ``image`` / ``content`` column or a ``path`` column and
+        adds ``error`` too: a bad image gets a null prediction and the reason, never a failed
+        job.
 
     Raises:
         UserInputError: Missing columns or uncastable types (named), before any job starts.
@@ -80,13 +93,20 @@ def predict(
         >>> scored = deepspark.spark.predict(spark.read.parquet("houses"), "models:/m-1")
     """
     spark = frame.sparkSession
+    resolved = model_uri if isinstance(model_uri, SparkModel) else spark_model(spark, model_uri)
+    schema = resolved.model.schema
+    if schema.image is not None:
+        image_batch_limits(spark, schema, batch_bytes)
+        features = [image_input_column(frame, schema)]
+    else:
+        features = feature_columns(frame, schema)
     set_arrow_batch_rows(spark, batch_rows)
-    resolved = spark_model(spark, model_uri)
-    features = feature_columns(frame, resolved.model.schema)
-    outputs = [prediction_col]
+    outputs = {"prediction": prediction_col}
     if resolved.model.task != "regression":
-        outputs.append(probability_col)
-    kept = [quote(name) for name in frame.columns if name not in outputs]
+        outputs["probability"] = probability_col
+    if schema.image is not None:
+        outputs[ERROR_COLUMN] = ERROR_COLUMN
+    kept = [quote(name) for name in frame.columns if name not in outputs.values()]
     scored = resolved.column_udf(*features)
     if resolved.model.task == "regression":
         return frame.select(*kept, scored.alias(prediction_col))
@@ -94,18 +114,21 @@ def predict(
 
     result = "__deepspark_result"
     return frame.select(*kept, scored.alias(result)).select(
-        *kept,
-        F.col(f"{result}.prediction").alias(prediction_col),
-        F.col(f"{result}.probability").alias(probability_col),
+        *kept, *(F.col(f"{result}.{field}").alias(name) for field, name in outputs.items())
     )
 
 
-def register_model(spark, name: str, model_uri: str):
-    """Register a model as a SQL function taking ``struct(...)`` of its feature columns.
+def register_model(
+    spark, name: str, model_uri: str | SparkModel, *, batch_bytes: int | None = None
+):
+    """Register a model as a SQL function taking ``struct(...)`` of its feature columns (an
+    image model: its one column of image bytes or paths).
 
     Example:
         >>> register_model(spark, "price_model", "models:/m-1")
         >>> spark.sql("SELECT *, price_model(struct(*)) AS prediction FROM houses")
+        >>> register_model(spark, "classify", "models:/m-2")  # an image model
+        >>> spark.sql("SELECT path, classify(content).prediction FROM images")
 
     Returns:
         The registered UDF.
@@ -119,7 +142,9 @@ def register_model(spark, name: str, model_uri: str):
             f"SQL function name must be letters, digits and underscores, not starting with a "
             f"digit. Received: name={name!r}"
         )
-    resolved = spark_model(spark, model_uri)
+    resolved = model_uri if isinstance(model_uri, SparkModel) else spark_model(spark, model_uri)
+    if resolved.model.kind == "image":
+        image_batch_limits(spark, resolved.model.schema, batch_bytes)
     return spark.udf.register(name, resolved.udf)
 
 

@@ -180,10 +180,43 @@ def _score(model: DeepsparkModel, batch: pd.DataFrame) -> pd.Series | pd.DataFra
 
 
 def _classification_frame(model: DeepsparkModel, output: np.ndarray) -> pd.DataFrame:
-    """``prediction`` + ``probability_<label>`` columns -> label + per-class probability struct."""
-    from deepspark.models.inference import format_predictions, probability_column
+    from deepspark.models.inference import format_predictions
 
-    formatted = format_predictions(output, model.schema)
+    return _probability_structs(model, format_predictions(output, model.schema))
+
+
+def image_output_type(schema: FeatureSchema):
+    """The Spark type of an image model's UDF: ``struct<prediction, probability, error>``."""
+    from pyspark.sql import types as T
+
+    fields = list(output_type(schema).fields)
+    return T.StructType([*fields, T.StructField("error", T.StringType())])
+
+
+def make_image_udf(shipped_name: str, schema: FeatureSchema):
+    """The pandas UDF of an image model: one column of encoded bytes or paths in; prediction,
+    per-class probability and ``error`` (why an image was not scored, else null) out."""
+    from pyspark.sql.functions import pandas_udf
+
+    column = schema.feature_names[0]
+
+    def score_images(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        from deepspark.models.inference import ERROR_COLUMN
+
+        model = worker_model(shipped_name)
+        for sources in batches:
+            predicted = model.predict(pd.DataFrame({column: sources.to_numpy()}))
+            structured = _probability_structs(model, predicted)
+            structured["error"] = predicted[ERROR_COLUMN].to_numpy()
+            yield structured
+
+    return pandas_udf(score_images, returnType=image_output_type(schema))
+
+
+def _probability_structs(model: DeepsparkModel, formatted: pd.DataFrame) -> pd.DataFrame:
+    """``prediction`` + ``probability_<label>`` columns -> label + per-class probability struct."""
+    from deepspark.models.inference import probability_column
+
     by_label = {
         str(label): formatted[probability_column(label)] for label in model.schema.class_labels
     }

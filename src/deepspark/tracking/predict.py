@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from deepspark.data.image_sources import is_image_folder, list_image_folder
 from deepspark.data.readers import read_table
 from deepspark.data.writers import check_output_path, write_table
+from deepspark.errors import UserInputError
 from deepspark.tracking.model import load_model
 
 
@@ -22,7 +24,9 @@ def predict(
 
     Args:
         model_uri: A deepspark model URI or folder.
-        data: A file path, a built-in dataset name, or a DataFrame.
+        data: A file path, a built-in dataset name, or a DataFrame; for an image model also
+            an image folder (its rows: ``path``, ``label``, ``split``) or a table with an
+            ``image`` (bytes) or ``path`` column.
         output: Optional CSV / Parquet / JSON-lines path to write the result to.
         overwrite: Replace an existing ``output``.
 
@@ -36,10 +40,21 @@ def predict(
     if output is not None:
         check_output_path(output, overwrite=overwrite)
     model = load_model(model_uri)
-    frame = data if isinstance(data, pd.DataFrame) else read_table(data)
+    frame = data if isinstance(data, pd.DataFrame) else _read_data(data, model)
     predictions = model.predict(frame)
     clashes = [name for name in predictions.columns if name in frame.columns]
     scored = pd.concat([frame.drop(columns=clashes), predictions], axis=1)
     if output is not None:
         write_table(scored, output, overwrite=overwrite)
     return scored
+
+
+def _read_data(data: str | Path, model) -> pd.DataFrame:
+    if is_image_folder(data):
+        if model.kind != "image":
+            raise UserInputError(
+                "This model takes tables, not images; give a CSV / Parquet / JSON-lines file, "
+                f"or an image model. Received: data={str(data)!r}"
+            )
+        return list_image_folder(data)
+    return read_table(data)

@@ -9,8 +9,8 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from deepspark.data.schema import label_type
 from deepspark.data.image_inputs import IMAGE_COLUMN, PATH_COLUMN
+from deepspark.data.schema import label_type
 from deepspark.models.inference import ERROR_COLUMN, probability_column
 from deepspark.tracking.model import DeepsparkModel
 

@@ -1,0 +1,120 @@
+"""Images on Spark: reading image files with ``binaryFile``, and the column a model reads.
+
+``read_image_files`` turns an image folder, a glob (``photos/*.jpg``, ``hdfs://.../**``) or a
+Hadoop URI into rows ``path`` + ``content`` (the encoded bytes, read by the executors, never the
+driver). Batches sent to Python are bounded in bytes as well as rows (``image_batch_limits``):
+10,000 decoded 224x224 RGB images are about 1.5 GB, so a row count alone is not safe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deepspark.data.image_inputs import BINARY_FILE_COLUMN, IMAGE_COLUMN, PATH_COLUMN
+from deepspark.data.image_sources import IMAGE_SUFFIXES
+from deepspark.data.schema import FeatureSchema
+from deepspark.errors import DataError, UserInputError
+
+ARROW_BYTES_CONF = "spark.sql.execution.arrow.maxBytesPerBatch"
+ARROW_ROWS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
+#: Default bound on a batch of images sent to a Python worker: encoded bytes in the Arrow batch,
+#: and decoded pixels held while scoring it.
+DEFAULT_BATCH_BYTES = 64 * 2**20
+_GLOB_CHARACTERS = set("*?[{")
+_IMAGE_GLOB = (
+    "*.{"
+    + ",".join(
+        sorted({suffix[1:] for suffix in IMAGE_SUFFIXES} | {s[1:].upper() for s in IMAGE_SUFFIXES})
+    )
+    + "}"
+)
+
+
+def is_image_files_source(source: str) -> bool:
+    """Whether ``source`` names image files rather than a table: an image folder, a glob or
+    URI ending in an image suffix, or any glob."""
+    from deepspark.data.image_sources import is_image_folder
+
+    text = str(source)
+    if Path(text).is_dir():
+        return is_image_folder(text)
+    suffix = Path(text.rstrip("/")).suffix.lower()
+    return suffix in IMAGE_SUFFIXES or bool(_GLOB_CHARACTERS & set(text))
+
+
+def read_image_files(spark, source: str):
+    """Rows ``path`` and ``content`` for the image files of ``source`` (folder: every image
+    below it; glob or URI: the files it matches).
+
+    Raises:
+        DataError: Nothing matches.
+    """
+    from pyspark.errors import AnalysisException
+
+    text = str(source)
+    reader = spark.read.format("binaryFile")
+    if not (_GLOB_CHARACTERS & set(text)) and Path(text).suffix.lower() not in IMAGE_SUFFIXES:
+        reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", _IMAGE_GLOB)
+    try:
+        frame = reader.load(text).select(PATH_COLUMN, BINARY_FILE_COLUMN)
+        empty = frame.select(PATH_COLUMN).limit(1).count() == 0
+    except AnalysisException as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise DataError(
+            f"No image files at this path ({first_line}); give an image folder, a glob such as "
+            f"'photos/*.jpg', or a Hadoop URI. Received: data={text!r}"
+        ) from error
+    if empty:
+        raise DataError(
+            "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
+            f"Received: data={text!r}"
+        )
+    return frame
+
+
+def image_input_column(frame, schema: FeatureSchema):
+    """The column of a Spark DataFrame an image model reads (the model's own column name,
+    ``image`` or ``content`` as bytes, or ``path``), as a ``Column``.
+
+    Raises:
+        UserInputError: No such column, or one that is neither binary nor text.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from deepspark.spark.columns import quote
+
+    types = {field.name: field.dataType for field in frame.schema.fields}
+    candidates = dict.fromkeys(
+        [schema.feature_names[0], IMAGE_COLUMN, BINARY_FILE_COLUMN, PATH_COLUMN]
+    )
+    present = [name for name in candidates if name in types]
+    # Bytes first: binaryFile rows carry both, and the executors already hold the bytes.
+    binary = [name for name in present if isinstance(types[name], T.BinaryType)]
+    found = (binary or present or [None])[0]
+    if found is None:
+        raise UserInputError(
+            "This model takes images: give a binary column 'image' or 'content' (encoded image "
+            "bytes, e.g. from spark.read.format('binaryFile')) or a text column 'path'. "
+            f"Received: columns={list(types)}"
+        )
+    if not isinstance(types[found], T.BinaryType | T.StringType):
+        raise UserInputError(
+            f"Column '{found}' has Spark type {types[found].simpleString()}; an image model "
+            f"needs encoded image bytes (binary) or file paths (string). "
+            f"Received: {found}={types[found].simpleString()}"
+        )
+    return F.col(quote(found))
+
+
+def image_batch_limits(spark, schema: FeatureSchema, batch_bytes: int | None) -> None:
+    """Bound the Arrow batches an image model scores by ``batch_bytes`` (default 64 MB): in
+    encoded bytes, and in rows (as many decoded images as fit ``batch_bytes``)."""
+    batch_bytes = DEFAULT_BATCH_BYTES if batch_bytes is None else int(batch_bytes)
+    if batch_bytes < 2**20:
+        raise UserInputError(
+            f"--batch-bytes must be at least 1 MB (1048576). Received: batch_bytes={batch_bytes}"
+        )
+    rows = max(1, batch_bytes // schema.image.pixel_bytes)
+    spark.conf.set(ARROW_BYTES_CONF, str(batch_bytes))
+    spark.conf.set(ARROW_ROWS_CONF, str(rows))

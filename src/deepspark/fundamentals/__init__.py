@@ -1,8 +1,8 @@
 """NumPy reference implementations of deep-learning fundamentals, and lessons that use them.
 
-Nothing here imports Keras or torch: activations, losses, optimizers and a tiny MLP are written
-out in NumPy so each formula can be read, plotted and checked against Keras 3 in the tests.
-Plots (in :func:`run_lesson`) use matplotlib, loaded only when a lesson draws.
+Nothing here imports Keras or torch: activations, losses, optimizers, a tiny MLP, convolution and
+pooling are written out in NumPy so each formula can be read, plotted and checked against Keras 3
+in the tests. Plots (in :func:`run_lesson`) use matplotlib, loaded only when a lesson draws.
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ from deepspark.fundamentals.activations import (
     sigmoid_derivative,
     tanh,
     tanh_derivative,
+)
+from deepspark.fundamentals.convolutions import (
+    CLASSIC_KERNELS,
+    average_pool2d,
+    conv2d,
+    conv_output_size,
+    conv_parameter_count,
+    dense_parameter_count,
+    max_pool2d,
 )
 from deepspark.fundamentals.lessons import TOPICS, run_lesson
 from deepspark.fundamentals.losses import (
@@ -58,10 +67,16 @@ from deepspark.fundamentals.optimizers import (
 
 __all__ = [
     "ACTIVATIONS",
+    "CLASSIC_KERNELS",
     "TOPICS",
     "absolute_error",
     "absolute_error_gradient",
     "adam_step",
+    "average_pool2d",
+    "conv2d",
+    "conv_output_size",
+    "conv_parameter_count",
+    "dense_parameter_count",
     "elu",
     "elu_derivative",
     "error",
@@ -74,6 +89,7 @@ __all__ = [
     "leaky_relu",
     "leaky_relu_derivative",
     "mae",
+    "max_pool2d",
     "minimize",
     "mlp_forward",
     "mlp_loss_and_gradients",

@@ -9,6 +9,8 @@ Topics:
   ill-conditioned valley, and with learning rates too low, right and too high.
 - ``splits``: the optimism of a score when the test set chose the hyperparameter.
 - ``approximation``: a NumPy MLP trained with NumPy Adam, wider and wider.
+- ``convolutions``: classic kernels (edge, blur, sharpen) sliding over a photo, output sizes for
+  paddings and strides, and the parameters of a convolution versus a dense layer.
 
 Example::
 
@@ -34,6 +36,7 @@ TOPICS = {
     "optimizers": "deepspark.fundamentals._lesson_optimizers",
     "splits": "deepspark.fundamentals._lesson_splits",
     "approximation": "deepspark.fundamentals._lesson_approximation",
+    "convolutions": "deepspark.fundamentals._lesson_convolutions",
 }
 
 
@@ -44,7 +47,8 @@ def run_lesson(topic: str, output_dir: str | os.PathLike[str]) -> dict[str, Any]
     on every run.
 
     Args:
-        topic: One of ``activations``, ``losses``, ``optimizers``, ``splits``, ``approximation``.
+        topic: One of ``activations``, ``losses``, ``optimizers``, ``splits``, ``approximation``,
+            ``convolutions``.
         output_dir: Folder for the PNG files; created when missing.
 
     Returns:

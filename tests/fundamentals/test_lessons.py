@@ -95,10 +95,17 @@ def test_unknown_topic_lists_the_valid_ones(tmp_path):
     with pytest.raises(
         UserInputError,
         match=r"use one of activations, losses, optimizers, splits, "
-        r"approximation\. Received: topic='gradients'",
+        r"approximation, convolutions\. Received: topic='gradients'",
     ):
         run_lesson("gradients", tmp_path)
-    assert set(TOPICS) == {"activations", "losses", "optimizers", "splits", "approximation"}
+    assert set(TOPICS) == {
+        "activations",
+        "losses",
+        "optimizers",
+        "splits",
+        "approximation",
+        "convolutions",
+    }
 
 
 def test_output_dir_that_is_a_file_is_a_user_error(tmp_path):

@@ -16,6 +16,7 @@ from deepspark.cli.output import (
     format_metric,
     stdout_to_stderr,
 )
+from deepspark.cli.visualize import visualize as visualize_command
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -238,7 +239,7 @@ def runs(experiment, tracking_uri, limit, as_json) -> None:
 @click.option("--output", "output_dir", required=True, help="Folder for the lesson's PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def learn(topic, output_dir, as_json) -> None:
-    """Run a NumPy lesson: activations, losses, optimizers, splits or approximation."""
+    """Run a NumPy lesson: activations, losses, optimizers, splits, approximation, convolutions."""
     from deepspark.fundamentals.lessons import run_lesson
 
     with stdout_to_stderr():
@@ -260,6 +261,7 @@ def learn(topic, output_dir, as_json) -> None:
 
 
 cli.add_command(explain_command)
+cli.add_command(visualize_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -56,18 +56,27 @@ def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
     return dataclasses.replace(config, target=default)
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
+def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
     """Read, infer the schema, split (stratified for classification) and encode.
+
+    Args:
+        config: The run's settings.
+        model: The ``model`` given to ``train``; checked against the kind of data (tables or
+            images) as soon as that is known, before any work on the data.
 
     Raises:
         DataError / UserInputError: For every problem with the data or the target.
     """
+    from deepspark.models.builders import check_model
+
     if is_image_folder(config.data):
         from deepspark.training.prepare_images import prepare_images
 
+        check_model(model, "image")
         return prepare_images(config, list_image_folder(config.data), PATH_COLUMN)
     frame = read_table(config.data)
     image_column = find_image_column(frame, exclude=[config.target] if config.target else [])
+    check_model(model, "tabular" if image_column is None else "image")
     if image_column is not None:
         from deepspark.training.prepare_images import prepare_images
 

@@ -106,8 +106,7 @@ def train(
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
     use_backend(config.keras_backend)
-    prepared = dataclasses.replace(prepare_data(config), builder=model)
-    check_model(model, prepared.schema.kind)
+    prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
     _check_distributed_images(prepared)
     return _run(prepared, resume_run=None)
 

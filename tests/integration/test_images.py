@@ -171,3 +171,21 @@ def _table_model(table, tmp_path) -> str:
         str(table), "y", hidden=(4,), epochs=1, tracking_uri=os.environ["MLFLOW_TRACKING_URI"]
     )
     return result.model_uri
+
+
+@pytest.mark.parity
+def test_an_image_model_scores_the_same_on_the_other_backend(workdir):
+    from tests.integration.test_backend_parity import on_the_other_backend
+
+    folder = pattern_folder(workdir / "patterns", per_class=12, size=12)
+    result = deepspark.train(str(folder), filters=(4, 8), epochs=2, augment=True, dropout=0.1)
+    here = deepspark.predict(result.model_uri, str(folder))
+    output = workdir / "there.parquet"
+    job = {"data": str(folder), "model_uri": result.model_uri, "output": str(output)}
+    on_the_other_backend({"images": job}, workdir)
+    there = pd.read_parquet(output)
+    assert there["prediction"].fillna("-").tolist() == here["prediction"].fillna("-").tolist()
+    assert there["error"].notna().sum() == here["error"].notna().sum() == 1
+    np.testing.assert_allclose(
+        there.filter(like="probability_"), here.filter(like="probability_"), rtol=1e-5, atol=1e-6
+    )

@@ -1,7 +1,8 @@
 """``make demo``: the main job, offline, on embedded defaults.
 
 Trains on the bundled diabetes table, evaluates on the held-out test split once, logs everything to
-MLflow's default store in this folder, scores a file with the logged model, and says where to look.
+MLflow's default store in this folder, scores a file with the logged model, trains a small CNN on
+generated images and scores them with Spark, and says where to look.
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ def main() -> None:
     from deepspark.data.readers import read_table
 
     OUTPUT.mkdir(exist_ok=True)
-    log.info("1/6 training on the bundled 'diabetes' table (70/15/15 split)")
+    log.info("1/7 training on the bundled 'diabetes' table (70/15/15 split)")
     result = deepspark.train(
         "diabetes", hidden=(64, 32), dropout=0.1, batch_size=32, run_name="demo-diabetes"
     )
-    log.info("2/6 scoring a file with the logged model")
+    log.info("2/7 scoring a file with the logged model")
     to_score = OUTPUT / "diabetes_to_score.csv"
     read_table("diabetes").drop(columns="disease_progression").to_csv(to_score, index=False)
     scored_path = OUTPUT / "diabetes_scored.csv"
     scored = deepspark.predict(result.model_uri, to_score, output=scored_path, overwrite=True)
-    log.info("3/6 Spark: scoring the same file with the UDF, then with a SQL query")
+    log.info("3/7 Spark: scoring the same file with the UDF, then with a SQL query")
     spark_scored, sql_rows = _spark_step(result.model_uri, to_score)
-    log.info("4/6 the same network on 2 data-parallel workers (local launcher, 3 epochs)")
+    log.info("4/7 the same network on 2 data-parallel workers (local launcher, 3 epochs)")
     distributed = deepspark.train(
         "diabetes",
         hidden=(64, 32),
@@ -46,7 +47,7 @@ def main() -> None:
         launcher="local",
         run_name="demo-diabetes-2-workers",
     )
-    log.info("5/6 explaining 50 rows with integrated gradients (raw columns)")
+    log.info("5/7 explaining 50 rows with integrated gradients (raw columns)")
     explanation = deepspark.explain(
         result.model_uri,
         to_score,
@@ -55,7 +56,9 @@ def main() -> None:
         output=OUTPUT / "explanation",
         overwrite=True,
     )
-    log.info("6/6 done")
+    log.info("6/7 images: a small CNN on 300 generated images (2 epochs), scored with Spark")
+    images, image_result, image_summary = _image_step()
+    log.info("7/7 done")
 
     uri = mlflow.get_tracking_uri()
     lines = [
@@ -73,6 +76,8 @@ def main() -> None:
         f"{explanation.summary['max_additivity_error']:.1e} of the prediction spread)",
         f"  2 workers     run {distributed.run_id}: {distributed.epochs_completed} epochs, "
         f"batch 16 per worker, test RMSE {distributed.metrics['test_rmse']:.2f}",
+        f"  images        {images}: CNN run {image_result.run_id}, test accuracy "
+        f"{image_result.metrics['test_accuracy']:.2f}; Spark: {image_summary}",
         f"  tracking      {uri}",
         "",
         "Next:",
@@ -81,6 +86,8 @@ def main() -> None:
         f"  deepspark predict --spark --model {result.model_uri} --data FILE_OR_TABLE "
         "--output OUT_DIR",
         f"  deepspark explain --model {result.model_uri} --data FILE --method kernel --output DIR",
+        "  deepspark train --data PHOTOS_FOLDER --model cnn --image-size 64 --augment",
+        f"  deepspark visualize --model {image_result.model_uri} --image FILE --output DIR",
         f"  mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
@@ -107,6 +114,54 @@ def _spark_step(model_uri: str, to_score: Path) -> tuple[Path, str]:
     row = spark.read.parquet(str(sql_output)).first()
     spark.stop()
     return output, f"mean predicted progression {row['mean']}, highest {row['highest']}"
+
+
+def _image_step():
+    """Train a small CNN on generated images (stripes vs rings vs dots) and score the folder
+    with Spark through binaryFile; returns the folder, the run and a one-line summary."""
+    import deepspark
+    from deepspark.spark import get_session
+    from deepspark.spark.jobs import score_to_parquet
+
+    folder = _generated_images(OUTPUT / "images")
+    result = deepspark.train(
+        str(folder), model="cnn", filters=(16, 32), epochs=2, batch_size=16, run_name="demo-cnn"
+    )
+    output = OUTPUT / "images_scored_spark"
+    score_to_parquet(str(folder), result.model_uri, output=str(output), overwrite=True)
+    spark = get_session("local[2]")
+    scored = spark.read.parquet(str(output))
+    bad = scored.where("error IS NOT NULL").count()
+    summary = f"{scored.count()} files -> {output} ({bad} bad file reported in 'error')"
+    spark.stop()
+    return folder, result, summary
+
+
+def _generated_images(folder: Path, per_class: int = 100) -> Path:
+    """Noisy 32x32 images of three kinds, plus one file that is not an image (as real folders
+    have), written once."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grid = np.indices((32, 32))
+    shapes = {
+        "stripes": (grid[0] // 4) % 2 == 0,
+        "rings": (np.hypot(grid[0] - 15.5, grid[1] - 15.5).astype(int) // 4) % 2 == 0,
+        "dots": ((grid[0] % 8) < 3) & ((grid[1] % 8) < 3),
+    }
+    for name, mask in shapes.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            path = folder / name / f"{index:03d}.png"
+            if path.exists():
+                continue
+            colour = rng.integers(120, 256, size=3)
+            pixels = rng.integers(0, 80, size=(32, 32, 3))
+            pixels[np.roll(mask, rng.integers(0, 8), axis=rng.integers(0, 2))] = colour
+            Image.fromarray(pixels.astype(np.uint8)).save(path)
+    (folder / "dots" / "README.jpg").write_text("not an image")
+    return folder
 
 
 if __name__ == "__main__":

@@ -86,7 +86,9 @@ def _conv_block(tensor, count: int, depth: int, *, batch_norm: bool, dropout: fl
             name=f"conv{depth}_{index}",
         )(tensor)
         if batch_norm:
-            tensor = layers.BatchNormalization(name=f"conv{depth}_{index}_bn")(tensor)
+            # Moving statistics settle in tens of steps, not hundreds (PyTorch's default): small
+            # image sets are evaluated with usable statistics after an epoch or two.
+            tensor = layers.BatchNormalization(momentum=0.9, name=f"conv{depth}_{index}_bn")(tensor)
         tensor = layers.Activation("relu", name=f"conv{depth}_{index}_relu")(tensor)
     tensor = layers.MaxPooling2D(2, name=f"pool{depth}")(tensor)
     if dropout > 0:

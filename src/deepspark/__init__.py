@@ -35,6 +35,7 @@ __all__ = [
     "load_model",
     "predict",
     "train",
+    "visualize",
 ]
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from deepspark.tracking.predict import predict
     from deepspark.tracking.runs import list_runs
     from deepspark.workflows.train import TrainResult, train
+    from deepspark.workflows.visualize import visualize
 
 _LAZY = {
     "TrainConfig": "deepspark.config",
@@ -53,6 +55,7 @@ _LAZY = {
     "predict": "deepspark.tracking.predict",
     "list_runs": "deepspark.tracking.runs",
     "explain": "deepspark.explain",
+    "visualize": "deepspark.workflows.visualize",
 }
 
 

@@ -51,3 +51,38 @@ def write_text_atomic(path: str | Path, text: str, *, durable: bool = False) -> 
 def write_json_atomic(path: str | Path, document: Any, *, durable: bool = True) -> None:
     """Write ``document`` as JSON to ``path`` atomically (durable by default: state files)."""
     write_text_atomic(path, json.dumps(document, indent=1, default=str), durable=durable)
+
+
+@contextlib.contextmanager
+def folder_replacement(folder: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder that replaces ``folder`` (a report, a set of
+    plots) when the block ends without error; on error it is removed and ``folder`` is left as
+    it was. A rename cannot replace a non-empty folder, so the old one is moved aside first and
+    moved back if the swap fails."""
+    import tempfile
+
+    folder = Path(folder)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        yield staging
+        _swap_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_folder(staging: Path, folder: Path) -> None:
+    import tempfile
+
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if old is not None:
+            os.replace(old / folder.name, folder)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

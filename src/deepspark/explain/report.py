@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from deepspark._atomic import folder_replacement
 from deepspark.errors import UserInputError
 from deepspark.explain import plots
 from deepspark.explain.base import Explanation
@@ -71,12 +69,8 @@ def write_report(
         Output name -> final path (``index_html``, ``attributions_parquet``, ...).
     """
     directory = check_output_dir(directory, overwrite=overwrite).absolute()
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
-    try:
+    with folder_replacement(directory) as staging:
         names = _write_contents(explanation, staging, summary)
-        _replace_folder(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return {key: str(directory / name) for key, name in names.items()}
 
 
@@ -108,22 +102,6 @@ def _write_contents(explanation: Explanation, folder: Path, summary: dict) -> di
     (folder / "summary.json").write_text(json.dumps(document, indent=1, default=str))
     (folder / "index.html").write_text(_html(explanation, summary, images, table))
     return names
-
-
-def _replace_folder(staging: Path, directory: Path) -> None:
-    old = None
-    if directory.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-        os.replace(directory, old / directory.name)
-    try:
-        os.replace(staging, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old / directory.name, directory)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _html(explanation: Explanation, summary: dict, images, table) -> str:

@@ -14,19 +14,17 @@ name it ``block<n>_pool``); a model without such layers shows every Conv2D layer
 
 from __future__ import annotations
 
-import contextlib
 import html
 import logging
 import math
 import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deepspark._atomic import folder_replacement
 from deepspark.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -82,7 +80,7 @@ def visualize(
         {"name": layer.name, "shape": list(values.shape)}
         for layer, values in zip(shown, maps, strict=True)
     ]
-    with _replacing(folder) as staging:
+    with folder_replacement(folder) as staging:
         names = _write_outputs(staging, pixels, first_conv, layers, maps)
     logger.info("wrote %d files to %s", len(names), folder)
     return {
@@ -142,27 +140,6 @@ def _feature_maps(network, layers: list[Any], pixels: np.ndarray) -> list[np.nda
     if not isinstance(outputs, list | tuple):
         outputs = [outputs]
     return [keras.ops.convert_to_numpy(output)[0].astype(np.float32) for output in outputs]
-
-
-@contextlib.contextmanager
-def _replacing(folder: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling folder that replaces ``folder`` when the block succeeds;
-    on failure it is removed and ``folder`` is left as it was."""
-    from deepspark._atomic import atomic_path
-
-    retired = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    try:
-        with atomic_path(folder) as staging:
-            staging.mkdir()
-            yield staging
-            if folder.exists():  # --overwrite: a rename cannot replace a non-empty folder
-                os.replace(folder, retired)
-    except BaseException:
-        if retired.exists() and not folder.exists():
-            os.replace(retired, folder)
-        raise
-    finally:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _write_outputs(folder: Path, pixels, first_conv, layers, maps) -> list[str]:

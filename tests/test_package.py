@@ -37,6 +37,7 @@ def test_public_api():
         "load_model",
         "predict",
         "train",
+        "visualize",
     }
     for name in deepspark.__all__:
         assert getattr(deepspark, name) is not None

@@ -15,6 +15,9 @@ every ratio is measured within one process. Figures, per backend:
 - ``mobilenet``: ``keras.applications.MobileNetV2(weights=None)`` at 224 px, batch 64, synthetic
   images fed from host memory by ``fit``, training images/s (fastest epoch after a warm-up epoch)
   vs torchvision's ``mobilenet_v2`` in a raw torch loop (images already on the GPU).
+- ``cnn``: deepspark's from-scratch CNN (filters 32-64-128, 128 px, batch 64) trained by ``fit``
+  on uint8 images, images/s (fastest epoch after the first); and scoring encoded JPEG bytes
+  through ``DeepsparkModel.predict`` (host decoding in threads + device forward), images/s.
 - ``distributed``: world size 1 on the GPU: ``DistributedOptimizer`` + ``distributed_callbacks()``
   vs a plain ``fit`` of the MLP, one epoch each in turn (ABBA), best epoch each;
   ``overhead = 1 - distributed / plain``. On torch the process group is torch.distributed with
@@ -55,6 +58,8 @@ FULL = {
     "image_steps": 10,  # steps per timed epoch
     "image_epochs": 3,  # the first warms up (compiles)
     "distributed_rounds": 3,
+    "cnn_size": 128,
+    "score_images": 2048,
 }
 SMOKE = {
     "mlp_batches": {64: 2, 1024: 3},
@@ -64,6 +69,8 @@ SMOKE = {
     "image_steps": 2,
     "image_epochs": 2,
     "distributed_rounds": 1,
+    "cnn_size": 32,
+    "score_images": 64,
 }
 
 
@@ -333,11 +340,60 @@ def section_distributed(sizes, data) -> dict:
     }
 
 
+def section_cnn(sizes, data) -> dict:
+    """deepspark's from-scratch CNN (``build_cnn``, uint8 pixels in) trained with ``fit``, and
+    an image model scoring encoded JPEG bytes (host decode + device forward) with
+    ``DeepsparkModel.predict``, the path pandas, pyfunc and Spark scoring share."""
+    import io
+
+    import keras
+    from PIL import Image
+
+    from deepspark.data.image_inputs import image_schema
+    from deepspark.data.schema import ImageSpec
+    from deepspark.models.cnn import build_cnn
+    from deepspark.tracking.model import DeepsparkModel
+
+    size, batch, steps = sizes["cnn_size"], sizes["image_batch"], sizes["image_steps"]
+    keras.utils.set_random_seed(0)
+    model = build_cnn((size, size), classes=10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch * steps, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch * steps)
+    timer = epoch_timer()
+    model.fit(images, labels, batch_size=batch, epochs=sizes["image_epochs"], verbose=0,
+              shuffle=False, callbacks=[timer])  # fmt: skip
+    train_rate = batch * steps / min(timer.durations[1:])
+    encoded = []
+    for pixels in images[: sizes["score_images"]]:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+        encoded.append(buffer.getvalue())
+    schema = image_schema(ImageSpec(size, size, 3), target="label", task="multiclass",
+                          class_labels=list(range(10)))  # fmt: skip
+    scorer = DeepsparkModel(model, schema, {})
+    frame = __import__("pandas").DataFrame({"image": encoded})
+    scorer.predict(frame.head(64))  # compile the chunk sizes
+    started = time.perf_counter()
+    scored = scorer.predict(frame)
+    score_rate = len(frame) / (time.perf_counter() - started)
+    return {
+        "image_size": size,
+        "batch_size": batch,
+        "filters": [32, 64, 128],
+        "images_per_s_cnn_fit": round(train_rate, 1),
+        "images_per_s_scoring_jpeg_bytes": round(score_rate, 1),
+        "scored_errors": int(scored["error"].notna().sum()),
+    }
+
+
 SECTIONS = {
     "env": section_env,
     "mlp": section_mlp,
     "distributed": section_distributed,
     "mobilenet": section_mobilenet,
+    "cnn": section_cnn,
 }
 
 

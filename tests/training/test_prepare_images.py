@@ -92,3 +92,12 @@ def test_a_folder_without_images_is_not_an_image_source(tmp_path):
     (tmp_path / "empty" / "cats" / "readme.txt").write_text("no images")
     with pytest.raises(DataError, match=r"(?i)parquet|no rows|not"):
         prepare(tmp_path / "empty", target="label")
+
+
+def test_a_glob_of_files_takes_labels_from_their_folders(tmp_path):
+    folder = pattern_folder(tmp_path / "images", per_class=15, mess=False)
+    prepared = prepare(f"{folder}/*/*.png", val_fraction=0.2, test_fraction=0.2)
+    assert prepared.schema.class_labels == ("horizontal", "vertical")
+    assert sum(prepared.split.sizes().values()) == 24  # the PNGs (every fifth image is a JPEG)
+    with pytest.raises(DataError, match=r"No image files match the pattern"):
+        prepare(f"{folder}/*/*.gif")

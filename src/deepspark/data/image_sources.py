@@ -78,6 +78,31 @@ def list_image_folder(path: str | Path) -> pd.DataFrame:
     return frame.drop(columns="_order").reset_index(drop=True)
 
 
+def is_image_glob(pattern: str | Path) -> bool:
+    """Whether ``pattern`` is a glob (``photos/*/*.jpg``) rather than a path."""
+    return any(character in str(pattern) for character in "*?[")
+
+
+def list_image_glob(pattern: str | Path) -> pd.DataFrame:
+    """Rows ``path``, ``label`` (each file's folder name) and ``split`` (``None``) for the image
+    files matching a glob; ``**`` matches any depth.
+
+    Raises:
+        DataError: Nothing matches, or nothing that matches is an image file.
+    """
+    import glob
+
+    matches = sorted(Path(name) for name in glob.glob(str(pattern), recursive=True))
+    images = [path for path in matches if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()]
+    if not images:
+        raise DataError(
+            f"No image files match the pattern ({len(matches)} other files do); give a glob of "
+            f"JPEG, PNG, BMP, GIF, WebP or TIFF files. Received: data={str(pattern)!r}"
+        )
+    rows = [(str(path.resolve()), path.parent.name, None) for path in images]
+    return pd.DataFrame(rows, columns=["path", "label", "split"])
+
+
 def _class_rows(folder: Path, split: str | None) -> list[tuple[str, str, str | None]]:
     rows = []
     for class_folder in _subfolders(folder):

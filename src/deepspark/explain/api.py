@@ -96,6 +96,12 @@ def explain(
         check_output_dir(output, overwrite=overwrite)
     use_tracking_uri(tracking_uri)
     model = load_model(model_uri)
+    if model.kind == "image":
+        raise UserInputError(
+            "Explanations of image models (saliency, occlusion) are not available yet; "
+            "explain a table model, or see the feature maps with deepspark visualize. "
+            f"Received: model={model_uri!r}"
+        )
     run = _explain_spark if spark else _explain_local
     explanation, facts = run(
         model, data, method=method, rows=rows, background=background, seed=seed,

@@ -13,7 +13,12 @@ import pandas as pd
 from deepspark.config import TrainConfig
 from deepspark.data.encoding import NUMERIC_INPUT, encode_features, encode_target
 from deepspark.data.image_inputs import PATH_COLUMN, find_image_column
-from deepspark.data.image_sources import is_image_folder, list_image_folder
+from deepspark.data.image_sources import (
+    is_image_folder,
+    is_image_glob,
+    list_image_folder,
+    list_image_glob,
+)
 from deepspark.data.readers import BUILTIN_DATASETS, read_table
 from deepspark.data.schema import FeatureSchema, infer_schema, learn_vocabularies
 from deepspark.data.splits import DataSplit, split_frame
@@ -74,6 +79,11 @@ def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
 
         check_model(model, "image")
         return prepare_images(config, list_image_folder(config.data), PATH_COLUMN)
+    if is_image_glob(config.data) and not Path(config.data).exists():
+        from deepspark.training.prepare_images import prepare_images
+
+        check_model(model, "image")
+        return prepare_images(config, list_image_glob(config.data), PATH_COLUMN)
     frame = read_table(config.data)
     image_column = find_image_column(frame, exclude=[config.target] if config.target else [])
     check_model(model, "tabular" if image_column is None else "image")

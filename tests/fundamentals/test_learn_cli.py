@@ -37,3 +37,18 @@ def test_learn_unknown_topic_exits_2_with_one_line(tmp_path, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1
     assert "Unknown lesson topic" in lines[0] and "approximation" in lines[0]
+
+
+def test_learn_convolutions_slides_kernels_over_a_real_photo(tmp_path, capsys):
+    from tests.conftest import SHARED_DATA
+
+    photo = SHARED_DATA / "images" / "photos" / "grace_hopper.bmp"
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "convolutions", "--output", str(tmp_path), "--image", str(photo), "--json"])
+    assert exit.value.code == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["topic"] == "convolutions" and len(document["plots"]) == 4
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "losses", "--output", str(tmp_path), "--image", str(photo)])
+    assert exit.value.code == 2
+    assert "Only the convolutions lesson takes --image" in capsys.readouterr().err

@@ -237,13 +237,14 @@ def runs(experiment, tracking_uri, limit, as_json) -> None:
 @cli.command()
 @click.argument("topic")
 @click.option("--output", "output_dir", required=True, help="Folder for the lesson's PNG plots.")
+@click.option("--image", help="convolutions: a photo to slide the kernels over.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def learn(topic, output_dir, as_json) -> None:
+def learn(topic, output_dir, image, as_json) -> None:
     """Run a NumPy lesson: activations, losses, optimizers, splits, approximation, convolutions."""
     from deepspark.fundamentals.lessons import run_lesson
 
     with stdout_to_stderr():
-        document = run_lesson(topic, output_dir)
+        document = run_lesson(topic, output_dir, image=image)
     if as_json:
         emit_json(document, sys.stdout)
         return

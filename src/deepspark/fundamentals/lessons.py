@@ -40,7 +40,13 @@ TOPICS = {
 }
 
 
-def run_lesson(topic: str, output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+#: Topics whose lesson can use the user's own photo.
+IMAGE_TOPICS = ("convolutions",)
+
+
+def run_lesson(
+    topic: str, output_dir: str | os.PathLike[str], *, image: str | None = None
+) -> dict[str, Any]:
     """Run one lesson: write its plots into ``output_dir`` and return its key figures.
 
     Everything is seeded and small, so a lesson takes a few seconds and gives the same numbers
@@ -50,6 +56,7 @@ def run_lesson(topic: str, output_dir: str | os.PathLike[str]) -> dict[str, Any]
         topic: One of ``activations``, ``losses``, ``optimizers``, ``splits``, ``approximation``,
             ``convolutions``.
         output_dir: Folder for the PNG files; created when missing.
+        image: A photo for the ``convolutions`` lesson (default: a generated scene).
 
     Returns:
         A JSON-ready dictionary: ``topic``, ``plots`` (paths of the PNG files written) and the
@@ -69,5 +76,10 @@ def run_lesson(topic: str, output_dir: str | os.PathLike[str]) -> dict[str, Any]
             f"Received: output_dir={str(folder)!r}"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    figures = importlib.import_module(TOPICS[topic]).run(folder)
+    if image is not None and topic not in IMAGE_TOPICS:
+        raise UserInputError(
+            f"Only the {', '.join(IMAGE_TOPICS)} lesson takes --image. Received: topic={topic!r}"
+        )
+    options = {"image": image} if image is not None else {}
+    figures = importlib.import_module(TOPICS[topic]).run(folder, **options)
     return {"topic": topic, **figures}

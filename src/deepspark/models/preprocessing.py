@@ -169,3 +169,47 @@ class StandardizedLoss(keras.losses.Loss):
             "center": self.center,
             "scale": self.scale,
         }
+
+
+#: How each keras.applications family scales its input (``preprocess_input``'s modes):
+#: ``tf`` to [-1, 1]; ``torch`` to [0, 1] then ImageNet mean / std; ``caffe`` RGB -> BGR then
+#: minus the ImageNet mean (0-255 range); ``none``: the network scales its own input.
+PREPROCESS_MODES = ("tf", "torch", "caffe", "none")
+_IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+_IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="deepspark")
+class ImagenetPreprocess(keras.layers.Layer):
+    """A pretrained network's ``preprocess_input`` as a layer: uint8 RGB pixels in, the
+    network's input scaling out. Inside the model, so no caller can apply the wrong mode.
+
+    Args:
+        mode: One of ``PREPROCESS_MODES`` (see ``deepspark.models.applications``).
+    """
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(f"mode must be one of {PREPROCESS_MODES}. Received: mode={mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        pixels = ops.cast(inputs, "float32")
+        if self.mode == "tf":
+            return pixels / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_IMAGENET_MEAN_RGB, "float32")
+            std = ops.convert_to_tensor(_IMAGENET_STD_RGB, "float32")
+            return (pixels / 255.0 - mean) / std
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, "float32")
+            return ops.flip(pixels, axis=-1) - mean
+        return pixels
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -22,6 +22,7 @@ DISTRIBUTED_LAUNCHERS = ("local", "spark", "horovod")
 COLLECTIVES = ("jax", "torch", "horovod")
 KERAS_BACKENDS = ("jax", "torch")
 ON_BAD_IMAGE = ("skip", "fail")
+CLASS_WEIGHTS = ("balanced",)
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -77,6 +78,18 @@ class TrainConfig:
         augment: Random flips, rotations, zoom and contrast while training (image data).
         on_bad_image: ``skip`` (count, list and leave out corrupt or non-image files) or
             ``fail`` (stop at the first).
+        base: A pretrained keras.applications network (``mobilenet_v2``, ``resnet50``...): the
+            model is that base (frozen) with a new head (transfer learning; image data).
+        weights: The base's weights: ``imagenet`` (Keras' download) or a local weights file.
+        base_options: Constructor options of the base, e.g. ``{"alpha": 0.35}``.
+        fine_tune_layers: After the head is trained, unfreeze the top N layers of the base
+            (or ``all``) and train on at ``fine_tune_lr``; ``None``: no fine-tuning phase.
+            BatchNorm layers stay in inference mode either way.
+        fine_tune_lr: Learning rate of the fine-tuning phase (default a tenth of the first
+            phase's).
+        fine_tune_epochs: Most epochs of the fine-tuning phase (early stopping may end sooner).
+        class_weight: ``balanced``: weight each class's loss by ``rows / (classes x rows of the
+            class)``; ``None``: every row counts the same.
     """
 
     data: str
@@ -113,6 +126,13 @@ class TrainConfig:
     filters: tuple[int, ...] = (32, 64, 128)
     augment: bool = False
     on_bad_image: str = "skip"
+    base: str | None = None
+    weights: str | None = "imagenet"
+    base_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fine_tune_layers: int | str | None = None
+    fine_tune_lr: float | None = None
+    fine_tune_epochs: int = 10
+    class_weight: str | None = None
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -123,6 +143,8 @@ class TrainConfig:
         for name, value in dataclasses.asdict(self).items():
             if isinstance(value, tuple | list):
                 value = ",".join(str(item) for item in value)
+            elif isinstance(value, dict):
+                value = ",".join(f"{key}={item}" for key, item in value.items())
             params[name] = "" if value is None else str(value)
         return params
 
@@ -193,6 +215,21 @@ def validate_config(config: TrainConfig) -> None:
 
 def _validate_images(config: TrainConfig) -> None:
     _check_choice("on_bad_image", config.on_bad_image, ON_BAD_IMAGE)
+    if config.class_weight is not None:
+        _check_choice("class_weight", config.class_weight, CLASS_WEIGHTS)
+    layers = config.fine_tune_layers
+    if layers is not None and layers != "all" and not (isinstance(layers, int) and layers > 0):
+        raise _invalid("fine_tune_layers", "give a positive number of layers or 'all'", layers)
+    if layers is not None and config.base is None:
+        raise _invalid("fine_tune_layers", "fine-tuning needs a pretrained --base", layers)
+    if config.fine_tune_lr is not None and not (
+        math.isfinite(config.fine_tune_lr) and config.fine_tune_lr > 0
+    ):
+        raise _invalid(
+            "fine_tune_lr", "must be a positive number such as 1e-5", config.fine_tune_lr
+        )
+    if int(config.fine_tune_epochs) <= 0:
+        raise _invalid("fine_tune_epochs", "must be a positive integer", config.fine_tune_epochs)
     size = config.image_size
     if size is not None and (len(size) != 2 or any(int(side) <= 0 for side in size)):
         raise _invalid("image_size", "give a positive size such as 224 or 224,160", size)
@@ -282,11 +319,58 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
     if field.name == "image_size":
         sides = _integers(field.name, value)
         return (sides[0], sides[0]) if len(sides) == 1 else sides
+    if field.name == "fine_tune_layers":
+        return _layers(value)
+    if field.name == "base_options":
+        return parse_options(value)
+    if field.name == "weights" and isinstance(value, str) and value.lower() == "none":
+        return None
     if field.name == "exclude":
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
     return value
+
+
+def _layers(value: Any) -> int | str:
+    text = str(value).strip().lower()
+    if text == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError as error:
+        raise _invalid(
+            "fine_tune_layers", "give a positive number of layers or 'all'", value
+        ) from error
+
+
+def parse_options(value: Any) -> dict[str, Any]:
+    """Constructor options from ``KEY=VALUE`` strings (``alpha=0.35``; numbers, ``true`` /
+    ``false`` and ``none`` are converted) or a mapping."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    items = [value] if isinstance(value, str) else list(value)
+    options = {}
+    for item in items:
+        key, equals, text = str(item).partition("=")
+        if not equals or not key.strip():
+            raise _invalid("base_option", "give KEY=VALUE such as alpha=0.35", item)
+        options[key.strip()] = _option_value(text.strip())
+    return options
+
+
+def _option_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _integers(name: str, value: Any) -> tuple[int, ...]:

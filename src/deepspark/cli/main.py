@@ -10,6 +10,7 @@ import traceback
 import click
 
 from deepspark.cli.explain import explain as explain_command
+from deepspark.cli.lr_find import lr_find as lr_find_command
 from deepspark.cli.output import (
     configure_logging,
     emit_json,
@@ -52,7 +53,11 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
     "(one subfolder per class) or table of image paths / bytes.",
 )
 @click.option("--target", help="Column to predict (image folders: label).")
-@click.option("--model", "model_name", help="mlp or cnn (default: mlp for tables, cnn for images).")
+@click.option(
+    "--model",
+    "model_name",
+    help="mlp, cnn or transfer (default: mlp for tables, cnn for images, transfer with --base).",
+)
 @click.option("--task", help="regression, binary or multiclass (default: inferred).")
 @click.option("--exclude", help="Comma-separated columns to leave out of the features.")
 @click.option("--hidden", help="Hidden layer sizes, e.g. 64,32.")
@@ -93,6 +98,18 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option(
     "--on-bad-image", help="skip (count, list, leave out; default) or fail at a bad image file."
 )
+@click.option("--base", help="Pretrained base for transfer learning: mobilenet_v2, resnet50...")
+@click.option("--weights", help="The base's weights: imagenet (default), a local file, or none.")
+@click.option(
+    "--base-option",
+    "base_options",
+    multiple=True,
+    help="Constructor option of the base, KEY=VALUE (repeatable), e.g. alpha=0.35.",
+)
+@click.option("--fine-tune-layers", help="Then unfreeze the base's top N layers (or all).")
+@click.option("--fine-tune-lr", type=float, help="Fine-tuning learning rate (default lr/10).")
+@click.option("--fine-tune-epochs", type=int, help="Most fine-tuning epochs (default 10).")
+@click.option("--class-weight", help="balanced: weight each class's loss by its rarity.")
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -100,7 +117,7 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
     """Train a Keras network on a table or images; track it in MLflow; log the model."""
     from deepspark.workflows.train import train as train_model
 
-    settings = {name: value for name, value in options.items() if value is not None}
+    settings = {name: value for name, value in options.items() if value not in (None, ())}
     if "backend" in settings:
         click.echo(
             "deepspark: warning: --backend is deprecated; use --collectives (how workers "
@@ -263,6 +280,7 @@ def learn(topic, output_dir, image, as_json) -> None:
 
 cli.add_command(explain_command)
 cli.add_command(visualize_command)
+cli.add_command(lr_find_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from deepspark.distributed._torch import allreduce_metric_state, broadcast_varia
 from deepspark.distributed.backends import CommunicationBackend, get_backend, renamed_argument
 from deepspark.errors import UserInputError
 from deepspark.training.callbacks import NanGuard
+from deepspark.training.optimizers import set_learning_rate
 
 keras = import_keras()
 logger = logging.getLogger("deepspark.distributed")
@@ -227,20 +228,6 @@ class LearningRateWarmup(keras.callbacks.Callback):
         progress = (self._epoch + batch / steps) / self.warmup_epochs
         rate = self.target_learning_rate * (fraction + (1.0 - fraction) * progress)
         set_learning_rate(self.model, rate)
-
-
-def set_learning_rate(model, rate: float) -> None:
-    """Set the optimizer's learning rate, also in the middle of an epoch.
-
-    Keras' JAX ``fit`` keeps the training state off the variables during an epoch; the state is
-    written back to the variables first and read again from them before the next step.
-    """
-    in_epoch = getattr(model, "_jax_state", None) is not None
-    if in_epoch:
-        model.jax_state_sync()
-    model.optimizer.learning_rate = rate
-    if in_epoch:
-        model._jax_state_synced = True
 
 
 class DistributedNanGuard(NanGuard):

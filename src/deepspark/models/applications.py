@@ -206,6 +206,15 @@ def _construct(application, weights, include_top: bool, size, base_options):
             f"check --weights, --image-size and --base-option. Received: model="
             f"{application.name!r}, include_top={include_top}, options={options}"
         ) from error
+    except Exception as error:  # noqa: BLE001  Keras' download raises a bare Exception
+        if weights != "imagenet":
+            raise
+        first_line = str(error).strip().splitlines()[0][:200]
+        raise UserInputError(
+            f"Downloading the ImageNet weights of {application.class_name} failed "
+            f"({first_line}); offline, give a local weights file with --weights PATH. "
+            f"Received: weights='imagenet'"
+        ) from error
 
 
 def pretrained_network(model: keras.Model):

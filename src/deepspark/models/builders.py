@@ -71,6 +71,30 @@ def check_model(model: Any, kind: str | None = None) -> None:
         )
 
 
+def default_model(kind: str, config: TrainConfig) -> str:
+    """The builder used when no ``model`` is given: ``transfer`` with a pretrained ``base``,
+    else the kind's default (``mlp`` for tables, ``cnn`` for images)."""
+    return "transfer" if config.base else DEFAULT_MODELS[kind]
+
+
+def check_base(model: Any, config: TrainConfig) -> None:
+    """A pretrained ``base`` goes with the ``transfer`` builder only.
+
+    Raises:
+        UserInputError: ``base`` with another model, or ``transfer`` without a ``base``.
+    """
+    if config.base and model not in (None, "transfer"):
+        raise UserInputError(
+            f"--base {config.base} builds a transfer-learning model; leave out --model (or use "
+            f"--model transfer). Received: model={model!r}"
+        )
+    if model == "transfer" and not config.base:
+        raise UserInputError(
+            "--model transfer needs a pretrained network: add --base mobilenet_v2 (or another "
+            "keras.applications name). Received: base=None"
+        )
+
+
 def build_model(context: BuildContext, model: Any = None):
     """The uncompiled network for ``context`` from ``model`` (see the module docstring).
 
@@ -83,7 +107,7 @@ def build_model(context: BuildContext, model: Any = None):
     kind = context.schema.kind
     check_model(model, kind)
     if model is None or isinstance(model, str):
-        return _BUILDERS[model or DEFAULT_MODELS[kind]](context)
+        return _BUILDERS[model or default_model(kind, context.config)](context)
     if isinstance(model, keras.Model):
         return _wrap_body(context, model, keras)
     built = model(context)
@@ -140,5 +164,12 @@ def _build_cnn(context: BuildContext):
     )
 
 
+def _build_transfer(context: BuildContext):
+    from deepspark.models.transfer import build_transfer
+
+    return build_transfer(context.schema, context.config)
+
+
 register_builder("mlp", _build_mlp, takes=("tabular", "image"))
 register_builder("cnn", _build_cnn, takes=("image",))
+register_builder("transfer", _build_transfer, takes=("image",))

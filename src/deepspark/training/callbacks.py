@@ -109,12 +109,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         nan_guard: NanGuard,
         stateful: dict[str, Any],
         history: list[dict[str, float]],
+        extras: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.store = store
         self.nan_guard = nan_guard
         self.stateful = stateful
         self.history = history
+        self.extras = dict(extras or {})  # saved with every state (a transfer run's phase)
         self._saved_best_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -131,6 +133,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 name: callback.export_state() for name, callback in self.stateful.items()
             },
             "history": self.history,
+            **self.extras,
         }
         with deferred_interrupts():
             self.store.save_epoch(self.model, epoch, state, best_weights=best_weights)

@@ -35,8 +35,11 @@ def default_checkpoint_root() -> Path:
 class CheckpointStore:
     """Reads and writes the checkpoint folder of one run."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, *, model_file: str = MODEL_FILE):
         self.directory = Path(directory)
+        # A training phase that changes the model's compiled form (transfer learning's
+        # fine-tuning: other trainable layers, a new optimizer) saves it under its own name.
+        self.model_file = model_file
 
     def write_run_info(self, document: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -56,8 +59,8 @@ class CheckpointStore:
         only the values of the model's and the optimizer's variables, a few milliseconds
         instead of a whole model file per epoch.
         """
-        if not (self.directory / MODEL_FILE).exists():
-            with atomic_path(self.directory / MODEL_FILE, durable=True) as temporary:
+        if not (self.directory / self.model_file).exists():
+            with atomic_path(self.directory / self.model_file, durable=True) as temporary:
                 model.save(temporary)
         variables_file = f"epoch-{epoch:04d}.npz"
         with atomic_path(self.directory / variables_file, durable=True) as temporary:
@@ -66,7 +69,7 @@ class CheckpointStore:
             with atomic_path(self.directory / BEST_WEIGHTS_FILE, durable=True) as temporary:
                 np.savez(temporary, *best_weights)
         previous = self.read_state()
-        document = {**state, "epoch": epoch, "model_file": MODEL_FILE}
+        document = {**state, "epoch": epoch, "model_file": self.model_file}
         write_json_atomic(
             self.directory / STATE_FILE, {**document, "variables_file": variables_file}
         )

@@ -85,15 +85,26 @@ def build_compiled_model(prepared: PreparedData):
         target_scale=prepared.target_scale,
     )
     model = build_model(context, prepared.builder)
-    loss, metrics = loss_and_metrics(prepared)
-    model.compile(optimizer=make_optimizer(config.optimizer, config.lr), loss=loss, metrics=metrics)
+    compile_model(model, prepared, config.lr)
     return model
+
+
+def compile_model(model, prepared: PreparedData, lr: float | None) -> None:
+    """(Re)compile ``model`` with a fresh optimizer at ``lr`` and the task's loss and metrics."""
+    loss, metrics = loss_and_metrics(prepared)
+    model.compile(
+        optimizer=make_optimizer(prepared.config.optimizer, lr), loss=loss, metrics=metrics
+    )
 
 
 def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
     """Train with early stopping, LR reduction, checkpoints, MLflow logging; resume if a
     checkpoint exists in ``store``."""
     config = prepared.config
+    if config.base and config.fine_tune_layers:
+        from deepspark.training.transfer import fit_transfer
+
+        return fit_transfer(prepared, store)
     state = store.read_state()
     if state is None:
         model = build_compiled_model(prepared)
@@ -138,6 +149,7 @@ def default_callbacks(
     nan_guard: ds_callbacks.NanGuard | None = None,
     writer: bool = True,
     run_id: str | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> FitCallbacks:
     """deepspark's callbacks: NaN guard, interrupt check, resumable early stopping (and learning
     rate reduction), then, with ``writer``, checkpoints, MLflow metrics and progress.
@@ -151,6 +163,7 @@ def default_callbacks(
             write checkpoints, MLflow metrics or progress lines, and does not read the best
             weights (they come from rank 0).
         run_id: The MLflow run to log to; default the active run.
+        extras: Facts saved with every checkpoint state (a transfer run's phase).
 
     Returns:
         The ``FitCallbacks``, callbacks in the order they must run.
@@ -173,7 +186,7 @@ def default_callbacks(
     writers = []
     if writer:
         writers = [
-            ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history),
+            ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history, extras),
             ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id),
             ds_callbacks.EpochProgress(config.epochs),
         ]
@@ -233,6 +246,7 @@ def run_fit(
 def _fit_data(config: TrainConfig, train: tuple, validation: tuple) -> dict[str, Any]:
     """``fit``'s data arguments: arrays in memory, or streamed image batches."""
     inputs, targets = train
+    weights = {"class_weight": balanced_class_weights(targets)} if config.class_weight else {}
     validation_rows = max(config.batch_size, VALIDATION_BATCH_ROWS)
     image_spec = image_spec_of(inputs)
     if image_spec is not None:  # large activations: validation batches bounded by pixels
@@ -248,6 +262,7 @@ def _fit_data(config: TrainConfig, train: tuple, validation: tuple) -> dict[str,
             "validation_data": ImageBatches(
                 val_inputs, val_targets, batch_size=validation_rows, shuffle=False
             ),
+            **weights,
         }
     return {
         "x": inputs,
@@ -256,7 +271,18 @@ def _fit_data(config: TrainConfig, train: tuple, validation: tuple) -> dict[str,
         "batch_size": config.batch_size,
         "validation_batch_size": validation_rows,
         "shuffle": True,
+        **weights,
     }
+
+
+def balanced_class_weights(targets) -> dict[int, float]:
+    """``rows / (classes x rows of the class)`` per class index (scikit-learn's "balanced")."""
+    import numpy as np
+
+    codes = np.asarray(targets).reshape(-1).astype(int)
+    counts = np.bincount(codes)
+    present = np.flatnonzero(counts)
+    return {int(code): float(len(codes) / (len(present) * counts[code])) for code in present}
 
 
 def relog_missing_epochs(history: list[dict[str, float]]) -> None:

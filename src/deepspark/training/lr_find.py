@@ -26,6 +26,7 @@ import numpy as np
 
 from deepspark._backend import import_keras
 from deepspark.errors import UserInputError
+from deepspark.training.optimizers import set_learning_rate
 
 keras = import_keras()
 logger = logging.getLogger("deepspark.training")
@@ -124,12 +125,7 @@ class LRRangeTest(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         model = self.model
-        # Keras' JAX fit keeps the training state off the variables during an epoch: write it
-        # back, so that the rate and the metrics set here are what the next step reads.
-        sync = getattr(model, "jax_state_sync", None)
-        if sync is not None:
-            sync()
-        model.optimizer.learning_rate = self.rate_at(self._step)
+        set_learning_rate(model, self.rate_at(self._step))
         model.reset_metrics()
 
     def on_train_batch_end(self, batch, logs=None):

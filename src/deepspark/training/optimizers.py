@@ -33,3 +33,17 @@ def make_optimizer(name: str, learning_rate: float | None = None):
         "adagrad": lambda: optimizers.Adagrad(rate),
     }
     return factories[name]()
+
+
+def set_learning_rate(model, rate: float) -> None:
+    """Set the optimizer's learning rate, also in the middle of an epoch.
+
+    Keras' JAX ``fit`` keeps the training state off the variables during an epoch; the state is
+    written back to the variables first and read again from them before the next step.
+    """
+    in_epoch = getattr(model, "_jax_state", None) is not None
+    if in_epoch:
+        model.jax_state_sync()
+    model.optimizer.learning_rate = rate
+    if in_epoch:
+        model._jax_state_synced = True

@@ -154,6 +154,11 @@ def _split(config: TrainConfig, frame: pd.DataFrame) -> DataSplit:
 def _image_spec(config: TrainConfig, train_sources: list) -> ImageSpec:
     if config.image_size is not None:
         return ImageSpec(int(config.image_size[0]), int(config.image_size[1]), 3)
+    if config.base:  # the pretrained network's own input size
+        from deepspark.models.applications import find_application
+
+        side = find_application(config.base).native_size
+        return ImageSpec(side, side, 3)
     for source in train_sources[:50]:
         dimensions = image_dimensions(source)
         if dimensions is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
-from deepspark.models.builders import DEFAULT_MODELS, check_model
+from deepspark.models.builders import check_base, check_model, default_model
 from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
 
@@ -105,7 +105,13 @@ def train(
     if config is None:
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
+    check_base(model, config)
     use_backend(config.keras_backend)
+    if config.base:
+        from deepspark.models.applications import check_weights, find_application
+
+        find_application(config.base)
+        check_weights(config.weights)
     prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
     _check_distributed_images(prepared)
     return _run(prepared, resume_run=None)
@@ -191,7 +197,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     mlflow.log_params(
         {
             "task_resolved": prepared.schema.task,
-            "model": _model_name(prepared.builder, prepared.schema.kind),
+            "model": _model_name(prepared.builder, prepared.schema.kind, config),
             "features": len(prepared.schema.features),
             **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
         }
@@ -224,9 +230,9 @@ def _log_bad_images(bad_images) -> None:
         mlflow.log_artifact(str(path))
 
 
-def _model_name(model: Any, kind: str) -> str:
+def _model_name(model: Any, kind: str, config: TrainConfig) -> str:
     if model is None or isinstance(model, str):
-        return model or DEFAULT_MODELS[kind]
+        return model or default_model(kind, config)
     return getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
 
 

@@ -1,0 +1,119 @@
+"""Transfer learning in two phases, in one MLflow run and one checkpoint folder.
+
+1. **Head**: the pretrained base frozen, the new head trained (``epochs``, early stopping).
+2. **Fine-tuning** (``fine_tune_layers``): from the head phase's best weights, the top N layers
+   of the base (or all) unfrozen, the model recompiled with a new optimizer at
+   ``fine_tune_lr`` (default a tenth of the head phase's rate), trained up to
+   ``fine_tune_epochs`` more epochs. Early stopping starts from the head phase's best
+   validation loss, so fine-tuning that does not help leaves the head phase's weights.
+
+BatchNorm layers of the base stay in inference mode in both phases (the base is called with
+``training=False``; see ``models.transfer``). Epochs are numbered across both phases. Every
+checkpoint records its phase; a resumed run continues in the phase it was killed in (the
+fine-tuning phase saves its own ``.keras`` file: other trainable layers, another optimizer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from deepspark._backend import import_keras
+from deepspark.models.transfer import unfreeze_top
+from deepspark.tracking.run import deferred_interrupts
+from deepspark.training.checkpoint import CheckpointStore
+from deepspark.training.fit import (
+    FitOutcome,
+    build_compiled_model,
+    compile_model,
+    default_callbacks,
+    relog_missing_epochs,
+    run_fit,
+)
+from deepspark.training.optimizers import DEFAULT_LEARNING_RATES
+from deepspark.training.prepare import PreparedData
+
+keras = import_keras()
+logger = logging.getLogger("deepspark.training")
+
+HEAD_PHASE, FINE_TUNE_PHASE = "head", "fine_tune"
+FINE_TUNE_MODEL_FILE = "model-fine-tune.keras"
+
+
+def fine_tune_rate(config) -> float:
+    """The fine-tuning learning rate: ``fine_tune_lr``, else a tenth of the head phase's."""
+    if config.fine_tune_lr is not None:
+        return float(config.fine_tune_lr)
+    head_rate = config.lr if config.lr is not None else DEFAULT_LEARNING_RATES[config.optimizer]
+    return head_rate / 10.0
+
+
+def fit_transfer(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
+    """Both phases (or what is left of them after a resume)."""
+    state = store.read_state()
+    if state is not None and state.get("phase") == FINE_TUNE_PHASE:
+        return _fine_tune(prepared, store, state=state)
+    head = _fit_phase(prepared, store, state=state, model=None, phase=HEAD_PHASE)
+    if head.diverged_at is not None:
+        return head
+    return _fine_tune(prepared, store, state=None, head=head)
+
+
+def _fine_tune(prepared, store, *, state, head: FitOutcome | None = None) -> FitOutcome:
+    config = prepared.config
+    store.model_file = FINE_TUNE_MODEL_FILE
+    if state is not None:  # resumed inside the fine-tuning phase
+        return _fit_phase(prepared, store, state=state, model=None, phase=FINE_TUNE_PHASE)
+    model = head.model  # the head phase's best weights (early stopping restored them)
+    trainable = unfreeze_top(model, config.fine_tune_layers)
+    rate = fine_tune_rate(config)
+    compile_model(model, prepared, rate)
+    logger.info(
+        "fine-tuning: %d layers of the base unfrozen, learning rate %.3g, up to %d epochs",
+        trainable,
+        rate,
+        config.fine_tune_epochs,
+    )
+    seed = _continuing_state(head)
+    return _fit_phase(prepared, store, state=seed, model=model, phase=FINE_TUNE_PHASE)
+
+
+def _continuing_state(head: FitOutcome) -> dict:
+    """A state that starts the fine-tuning phase where the head phase ended: epoch numbering,
+    history, and early stopping's best (the head phase's best validation loss)."""
+    best = next(
+        (entry["val_loss"] for entry in head.history if entry["epoch"] == head.best_epoch),
+        float("inf"),
+    )
+    return {
+        "epoch": head.epochs_completed - 1,
+        "history": head.history,
+        "callbacks": {"early_stopping": {"wait": 0, "best": best, "best_epoch": head.best_epoch}},
+        "phase": FINE_TUNE_PHASE,
+        "fine_tune_from_epoch": head.epochs_completed,
+    }
+
+
+def _fit_phase(prepared, store, *, state, model, phase: str) -> FitOutcome:
+    config = prepared.config
+    extras = {"phase": phase}
+    if phase == FINE_TUNE_PHASE:
+        start = int(state["fine_tune_from_epoch"])
+        extras["fine_tune_from_epoch"] = start
+        config = dataclasses.replace(config, epochs=start + config.fine_tune_epochs)
+    resumed = model is None and state is not None
+    if model is None:
+        model = store.load_model(state) if resumed else build_compiled_model(prepared)
+    if resumed:
+        keras.utils.set_random_seed(config.seed + state["epoch"] + 1)
+        with deferred_interrupts():
+            relog_missing_epochs(state["history"])
+        logger.info("Resuming the %s phase after epoch %d", phase, state["epoch"] + 1)
+    return run_fit(
+        model,
+        config,
+        train=(prepared.inputs["train"], prepared.targets["train"]),
+        validation=(prepared.inputs["val"], prepared.targets["val"]),
+        callbacks=default_callbacks(config, store, state=state, extras=extras),
+        state=state,
+    )

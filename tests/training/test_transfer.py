@@ -1,0 +1,81 @@
+"""Transfer learning: a pretrained base with a new head, two phases in one run, BatchNorm in
+inference mode by construction, the optimizer rebuilt for fine-tuning, class weights, resume in
+the right phase, and clear errors."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+
+import deepspark
+from deepspark.config import make_config
+from deepspark.errors import UserInputError
+from deepspark.models.transfer import base_network
+from deepspark.training.fit import balanced_class_weights
+from deepspark.training.transfer import fine_tune_rate
+from tests.image_data import pattern_folder
+
+# MobileNetV2 at width 0.35 without weights: the structure of the real thing, small and offline.
+BASE = {"base": "mobilenet_v2", "weights": "none", "base_options": {"alpha": 0.35}}
+SMALL = {**BASE, "image_size": 32, "batch_size": 16, "patience": 50, "lr": 0.003}
+
+
+def batch_norm_statistics(model) -> list[np.ndarray]:
+    network = base_network(model)
+    return [
+        np.array(variable.value)
+        for layer in network.layers
+        if "BatchNormalization" in type(layer).__name__
+        for variable in (layer.moving_mean, layer.moving_variance)
+    ]
+
+
+def test_two_phases_in_one_run_keep_batch_norm_statistics_and_the_best_weights(workdir):
+    folder = pattern_folder(workdir / "patterns", per_class=20, size=32, mess=False)
+    # A fine-tuning rate far too high: the second phase only makes things worse.
+    result = deepspark.train(
+        str(folder), epochs=2, fine_tune_layers="all", fine_tune_lr=5.0, fine_tune_epochs=2,
+        **SMALL,
+    )  # fmt: skip
+    assert result.epochs_completed == 4  # epochs numbered across both phases
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["model"] == "transfer" and run.data.params["fine_tune_layers"] == "all"
+    client = mlflow.MlflowClient()
+    rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    assert rates == pytest.approx([0.003, 0.003, 5.0, 5.0])  # a new optimizer for phase 2
+    losses = {int(m.step): m.value for m in client.get_metric_history(result.run_id, "val_loss")}
+    assert result.best_epoch - 1 == min(losses, key=losses.get) < 2  # the head phase's weights
+    fresh = deepspark.load_model(result.model_uri).keras_model
+    # The base's BatchNorm statistics are the ones it was built with (here: initial 0 / 1),
+    # although every layer of the base trained in the second phase.
+    for statistics in batch_norm_statistics(fresh):
+        assert np.all((statistics == 0) | (statistics == 1))
+
+
+def test_balanced_class_weights_and_the_fine_tune_rate():
+    weights = balanced_class_weights(np.array([0, 0, 0, 1]))
+    assert weights == pytest.approx({0: 4 / 6, 1: 2.0})
+    config = make_config({"data": "x", "base": "resnet50", "fine_tune_layers": "10"})
+    assert config.fine_tune_layers == 10 and fine_tune_rate(config) == pytest.approx(2e-4)
+    config = make_config({"data": "x", "base": "resnet50", "optimizer": "sgd", "lr": 0.05})
+    assert fine_tune_rate(config) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize(
+    ("settings", "model", "message"),
+    [
+        ({"fine_tune_layers": 3}, None, r"Invalid --fine-tune-layers: fine-tuning needs"),
+        ({**BASE, "fine_tune_layers": "some"}, None, r"Invalid --fine-tune-layers"),
+        ({**BASE}, "cnn", r"--base mobilenet_v2 builds a transfer-learning model"),
+        ({}, "transfer", r"--model transfer needs a pretrained network"),
+        ({**BASE, "base": "alexnet"}, None, r"Unknown pretrained network"),
+        ({**BASE, "weights": "missing.h5"}, None, r"Weights file not found"),
+        ({**BASE, "class_weight": "inverse"}, None, r"Invalid --class-weight"),
+        ({**BASE, "base_options": ["alpha"]}, None, r"Invalid --base-option: give KEY=VALUE"),
+    ],
+)
+def test_bad_transfer_settings_are_one_clear_error(workdir, settings, model, message):
+    folder = pattern_folder(workdir / "patterns", per_class=6, size=32, mess=False)
+    with pytest.raises(UserInputError, match=message):
+        deepspark.train(str(folder), model=model, epochs=1, **settings)

@@ -79,3 +79,39 @@ def test_bad_transfer_settings_are_one_clear_error(workdir, settings, model, mes
     folder = pattern_folder(workdir / "patterns", per_class=6, size=32, mess=False)
     with pytest.raises(UserInputError, match=message):
         deepspark.train(str(folder), model=model, epochs=1, **settings)
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_fine_tuning_resumes_in_that_phase(workdir):
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+    from tests.integration.test_resume import wait_for_epoch
+
+    folder = pattern_folder(workdir / "patterns", per_class=40, size=32, mess=False)
+    args = ["train", "--data", str(folder), "--base", "mobilenet_v2", "--weights", "none",
+            "--base-option", "alpha=0.35", "--image-size", "32", "--batch-size", "4",
+            "--epochs", "2", "--patience", "50", "--fine-tune-layers", "all",
+            "--fine-tune-epochs", "8", "--fine-tune-lr", "1e-4", "--json"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deepspark", *args], cwd=workdir, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    run_id, state = wait_for_epoch(workdir, process, 3, timeout=300)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads((workdir / "checkpoints" / run_id / "state.json").read_text())
+    assert state["phase"] == "fine_tune" and state["fine_tune_from_epoch"] == 2
+    assert state["epoch"] + 1 < 10, "the run ended before it could be killed"
+    done = run_cli("train", "--resume", run_id, "--json", cwd=workdir, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["resumed_from_epoch"] == state["epoch"] + 1
+    assert result["epochs_completed"] == 10
+    history = mlflow.MlflowClient().get_metric_history(run_id, "learning_rate")
+    rates = {int(metric.step): metric.value for metric in history}
+    assert sorted(rates) == list(range(10))
+    assert rates[0] == pytest.approx(2e-3) and rates[9] == pytest.approx(1e-4)  # adam default

@@ -33,6 +33,8 @@ def test_public_api():
         "TrainResult",
         "__version__",
         "explain",
+        "find_learning_rate",
+        "fine_tune",
         "list_runs",
         "load_model",
         "predict",

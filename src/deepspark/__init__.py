@@ -31,6 +31,8 @@ __all__ = [
     "TrainResult",
     "__version__",
     "explain",
+    "find_learning_rate",
+    "fine_tune",
     "list_runs",
     "load_model",
     "predict",
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
     from deepspark.tracking.model import load_model
     from deepspark.tracking.predict import predict
     from deepspark.tracking.runs import list_runs
+    from deepspark.workflows.fine_tune import fine_tune
+    from deepspark.workflows.lr_find import find_learning_rate
     from deepspark.workflows.train import TrainResult, train
     from deepspark.workflows.visualize import visualize
 
@@ -56,6 +60,8 @@ _LAZY = {
     "list_runs": "deepspark.tracking.runs",
     "explain": "deepspark.explain",
     "visualize": "deepspark.workflows.visualize",
+    "fine_tune": "deepspark.workflows.fine_tune",
+    "find_learning_rate": "deepspark.workflows.lr_find",
 }
 
 

@@ -115,3 +115,19 @@ def test_a_run_killed_while_fine_tuning_resumes_in_that_phase(workdir):
     rates = {int(metric.step): metric.value for metric in history}
     assert sorted(rates) == list(range(10))
     assert rates[0] == pytest.approx(2e-3) and rates[9] == pytest.approx(1e-4)  # adam default
+
+
+def test_fine_tune_in_one_call_finds_a_rate_then_trains_both_phases(workdir):
+    folder = pattern_folder(workdir / "patterns", per_class=20, size=32, mess=False)
+    result = deepspark.fine_tune(
+        str(folder), base="mobilenet_v2", weights=None, epochs=2, freeze_epochs=1,
+        lr_find_steps=20, image_size=32, batch_size=16, base_options={"alpha": 0.35},
+    )  # fmt: skip
+    assert result.epochs_completed == 3
+    params = mlflow.get_run(result.run_id).data.params
+    rate = float(params["lr"])
+    assert 1e-7 < rate < 10 and params["fine_tune_layers"] == "all"
+    rates = [
+        m.value for m in mlflow.MlflowClient().get_metric_history(result.run_id, "learning_rate")
+    ]
+    assert rates == pytest.approx([rate, rate / 10, rate / 10])

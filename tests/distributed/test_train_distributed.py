@@ -91,3 +91,27 @@ def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):
     assert done.returncode == 2
     assert "--backend is deprecated" in done.stderr
     assert "Received: collectives='horovod'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_image_models_train_on_two_workers_from_shards_of_image_references(workdir):
+    import deepspark
+    from deepspark.distributed.shards import IMAGE_SOURCES, ShardSet, read_shard
+    from tests.image_data import pattern_folder
+
+    folder = pattern_folder(workdir / "patterns", per_class=20, size=16)
+    result = deepspark.train(
+        str(folder), workers=2, filters=(8, 16), epochs=3, batch_size=8, patience=100
+    )
+    assert result.world_size == 2 and result.epochs_completed == 3 and result.bad_images == 1
+    import pandas as pd
+
+    model = deepspark.load_model(result.model_uri)
+    scored = model.predict(pd.DataFrame({"path": [str(folder / "vertical" / "001.png")]}))
+    assert scored["error"].isna().all()
+    # Each rank's shard holds image references (paths), not decoded pixels.
+    shard_dirs = list((workdir / ".deepspark" / "shards").glob("*-w2"))
+    assert len(shard_dirs) == 1
+    inputs, targets = read_shard(ShardSet(shard_dirs[0], 2), "train", 1)
+    assert set(inputs) == {IMAGE_SOURCES}
+    assert str(inputs[IMAGE_SOURCES][0]).endswith((".png", ".jpg"))
+    assert len(targets) == len(inputs[IMAGE_SOURCES])

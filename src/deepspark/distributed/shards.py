@@ -3,6 +3,7 @@
 Layout of one shard set (``<cache>/<data key>-w<world size>/``)::
 
     manifest.json                 rows per split and rank, input widths, target shape
+    (image models: the column of image references, paths or bytes; each rank decodes its own)
     train-00000-of-00002.parquet  rank 0's training rows (every rank has the same count)
     val-00001-of-00002.parquet    rank 1's validation rows (counts may differ by one)
 
@@ -32,6 +33,7 @@ logger = logging.getLogger("deepspark.distributed")
 SHARD_CACHE_ENV = "DEEPSPARK_SHARD_CACHE"
 MANIFEST = "manifest.json"
 TARGET_COLUMN = "__target__"
+IMAGE_SOURCES = "__image_sources__"  # an image model's shard column: paths or encoded bytes
 FORMAT_VERSION = 1
 Arrays = tuple[dict[str, np.ndarray], np.ndarray]  # (model inputs by name, target)
 

@@ -13,12 +13,13 @@ evaluation on whole splits, the logged model); only ``fit`` moves to the workers
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
 
 from deepspark.distributed.launch import resolve_launch, run
-from deepspark.distributed.shards import data_key, write_shards
+from deepspark.distributed.shards import IMAGE_SOURCES, data_key, write_shards
 from deepspark.distributed.worker import WorkerJob, model_from_bytes, model_to_bytes, train_worker
 from deepspark.training.checkpoint import CheckpointStore
 from deepspark.training.prepare import PreparedData
@@ -81,7 +82,7 @@ def _worker_job(prepared: PreparedData, store: CheckpointStore, *, run_id: str) 
     from deepspark.training.fit import build_compiled_model
 
     shards = write_shards(
-        {split: (prepared.inputs[split], prepared.targets[split]) for split in ("train", "val")},
+        {split: _shard_rows(prepared, split) for split in ("train", "val")},
         world_size=prepared.config.workers,
         key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
     )
@@ -95,7 +96,20 @@ def _worker_job(prepared: PreparedData, store: CheckpointStore, *, run_id: str) 
         checkpoint_dir=str(Path(store.directory).resolve()),
         run_id=run_id,
         tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
+        image_spec=dataclasses.asdict(spec) if (spec := prepared.schema.image) else None,
     )
+
+
+def _shard_rows(prepared: PreparedData, split: str):
+    """A split's encoded rows; for images, the image references (paths or bytes: each rank
+    decodes its own), never the decoded pixels."""
+    import numpy as np
+
+    if prepared.schema.image is None:
+        return prepared.inputs[split], prepared.targets[split]
+    column = prepared.schema.feature_names[0]
+    sources = np.array(getattr(prepared.split, split)[column].tolist(), dtype=object)
+    return {IMAGE_SOURCES: sources}, prepared.targets[split]
 
 
 def absolute_tracking_uri(uri: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from deepspark._backend import import_keras
 from deepspark.config import TrainConfig
-from deepspark.distributed.shards import ShardSet, read_shard
+from deepspark.distributed.shards import IMAGE_SOURCES, ShardSet, read_shard
 from deepspark.training.checkpoint import CheckpointStore
 
 logger = logging.getLogger("deepspark.distributed")
@@ -29,6 +29,7 @@ class WorkerJob:
     checkpoint_dir: str
     run_id: str
     tracking_uri: str
+    image_spec: dict[str, int] | None = None  # image models: how each rank decodes its images
 
 
 def model_to_bytes(model) -> bytes:
@@ -70,8 +71,8 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     outcome = run_fit(
         model,
         config,
-        train=read_shard(job.shards, "train", backend.rank),
-        validation=read_shard(job.shards, "val", backend.rank),
+        train=_rank_data(job, "train", backend.rank),
+        validation=_rank_data(job, "val", backend.rank),
         callbacks=callbacks,
         state=state,
         first_callbacks=_distributed_callbacks(config, backend, target_rate),
@@ -83,6 +84,23 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     summary["resumed_from_epoch"] = outcome.resumed_from_epoch
     with _rank_local_work(backend):
         return {"outcome": summary, "model": model_to_bytes(model)}
+
+
+def _rank_data(job: WorkerJob, split: str, rank: int):
+    """This rank's rows: encoded arrays, or for images its image references decoded like on
+    one machine (pixels in memory, or ``ImageFiles`` streamed a batch at a time)."""
+    inputs, targets = read_shard(job.shards, split, rank)
+    if job.image_spec is None:
+        return inputs, targets
+    from deepspark.data.image_inputs import ImageFiles, decode_rows
+    from deepspark.data.schema import ImageSpec
+    from deepspark.training.prepare_images import image_memory_bytes
+
+    spec = ImageSpec(**job.image_spec)
+    sources = tuple(inputs[IMAGE_SOURCES].tolist())
+    if len(sources) * spec.pixel_bytes > image_memory_bytes():
+        return ImageFiles(sources, spec), targets
+    return decode_rows(sources, spec, on_bad="fail").images, targets
 
 
 def _rank_local_work(backend):

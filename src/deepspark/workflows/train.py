@@ -113,16 +113,17 @@ def train(
         find_application(config.base)
         check_weights(config.weights)
     prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
-    _check_distributed_images(prepared)
+    _check_distributed_transfer(prepared)
     return _run(prepared, resume_run=None)
 
 
-def _check_distributed_images(prepared: PreparedData) -> None:
+def _check_distributed_transfer(prepared: PreparedData) -> None:
     config = prepared.config
-    if prepared.schema.image is not None and (config.workers > 1 or config.launcher):
+    if config.fine_tune_layers and (config.workers > 1 or config.launcher):
         raise UserInputError(
-            "Distributed training of image models is not available yet; train on one worker "
-            f"(leave out --workers and --launcher). Received: workers={config.workers}"
+            "Distributed training runs the head phase of transfer learning only, not yet the "
+            "fine-tuning phase; leave out --fine-tune-layers, or train on one worker. "
+            f"Received: workers={config.workers}, fine_tune_layers={config.fine_tune_layers}"
         )
 
 

@@ -76,7 +76,7 @@ def test_balanced_class_weights_and_the_fine_tune_rate():
         (
             {**BASE, "fine_tune_layers": 2, "workers": 2},
             None,
-            r"Distributed training runs the head phase of transfer learning only",
+            r"Invalid --fine-tune-layers: distributed training runs the head phase",
         ),
     ],
 )

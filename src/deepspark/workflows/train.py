@@ -113,18 +113,7 @@ def train(
         find_application(config.base)
         check_weights(config.weights)
     prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
-    _check_distributed_transfer(prepared)
     return _run(prepared, resume_run=None)
-
-
-def _check_distributed_transfer(prepared: PreparedData) -> None:
-    config = prepared.config
-    if config.fine_tune_layers and (config.workers > 1 or config.launcher):
-        raise UserInputError(
-            "Distributed training runs the head phase of transfer learning only, not yet the "
-            "fine-tuning phase; leave out --fine-tune-layers, or train on one worker. "
-            f"Received: workers={config.workers}, fine_tune_layers={config.fine_tune_layers}"
-        )
 
 
 def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:

@@ -30,11 +30,14 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "__version__",
+    "classify",
     "explain",
+    "featurize",
     "find_learning_rate",
     "fine_tune",
     "list_runs",
     "load_model",
+    "log_pretrained",
     "predict",
     "train",
     "visualize",
@@ -46,8 +49,11 @@ if TYPE_CHECKING:
     from deepspark.tracking.model import load_model
     from deepspark.tracking.predict import predict
     from deepspark.tracking.runs import list_runs
+    from deepspark.workflows.classify import classify
+    from deepspark.workflows.featurize import featurize
     from deepspark.workflows.fine_tune import fine_tune
     from deepspark.workflows.lr_find import find_learning_rate
+    from deepspark.workflows.pretrained import log_pretrained
     from deepspark.workflows.train import TrainResult, train
     from deepspark.workflows.visualize import visualize
 
@@ -61,6 +67,9 @@ _LAZY = {
     "explain": "deepspark.explain",
     "visualize": "deepspark.workflows.visualize",
     "fine_tune": "deepspark.workflows.fine_tune",
+    "classify": "deepspark.workflows.classify",
+    "featurize": "deepspark.workflows.featurize",
+    "log_pretrained": "deepspark.workflows.pretrained",
     "find_learning_rate": "deepspark.workflows.lr_find",
 }
 

@@ -17,6 +17,9 @@ from deepspark.cli.output import (
     format_metric,
     stdout_to_stderr,
 )
+from deepspark.cli.pretrained import classify as classify_command
+from deepspark.cli.pretrained import featurize as featurize_command
+from deepspark.cli.pretrained import log_pretrained as log_pretrained_command
 from deepspark.cli.visualize import visualize as visualize_command
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -281,6 +284,9 @@ def learn(topic, output_dir, image, as_json) -> None:
 cli.add_command(explain_command)
 cli.add_command(visualize_command)
 cli.add_command(lr_find_command)
+cli.add_command(classify_command)
+cli.add_command(featurize_command)
+cli.add_command(log_pretrained_command)
 
 
 def main(argv: list[str] | None = None) -> None:

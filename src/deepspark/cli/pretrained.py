@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from deepspark.cli.output import emit_json, stdout_to_stderr
+from deepspark.config import parse_options
 
 _SHOWN_ROWS = 50
 
@@ -55,34 +56,6 @@ def _spark_options(command):
     for decorator in reversed(decorators):
         command = decorator(command)
     return command
-
-
-def parse_base_options(items: tuple[str, ...]) -> dict[str, Any]:
-    """``("alpha=0.35", "minimalistic=true")`` -> ``{"alpha": 0.35, "minimalistic": True}``
-    (integers, floats, true / false and none are converted; anything else stays text)."""
-    options = {}
-    for item in items:
-        key, equals, text = item.partition("=")
-        if not equals or not key.strip():
-            raise click.BadParameter(
-                f"give KEY=VALUE such as alpha=0.35. Received: {item!r}", param_hint="--base-option"
-            )
-        options[key.strip()] = _option_value(text.strip())
-    return options
-
-
-def _option_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _weights(text: str) -> str | None:
@@ -132,7 +105,7 @@ def classify(data, model_name, weights, base_option, image_size, top, output, ov
             model=model_name,
             weights=_weights(weights),
             top=top,
-            base_options=parse_base_options(base_option),
+            base_options=parse_options(base_option),
             image_size=image_size,
             output=output,
             overwrite=overwrite,
@@ -192,7 +165,7 @@ def featurize(data, model_name, weights, base_option, image_size, layer, output,
             model=model_name,
             weights=_weights(weights),
             layer=layer,
-            base_options=parse_base_options(base_option),
+            base_options=parse_options(base_option),
             image_size=image_size,
             output=output,
             spark=use_spark,
@@ -222,7 +195,7 @@ def log_pretrained(model_name, weights, base_option, image_size, as_json, **trac
         model_uri = log_model(
             model_name,
             weights=_weights(weights),
-            base_options=parse_base_options(base_option),
+            base_options=parse_options(base_option),
             image_size=image_size,
             **tracking,
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from deepspark._lazy import lazy_attributes
 
 __all__ = [
+    "ImageFeaturizer",
     "KerasEstimator",
     "KerasTransformer",
     "get_session",
@@ -36,6 +37,7 @@ _LAZY = {
     "score_to_parquet": "deepspark.spark.jobs",
     "KerasEstimator": "deepspark.spark.ml",
     "KerasTransformer": "deepspark.spark.ml",
+    "ImageFeaturizer": "deepspark.spark.featurizer",
 }
 
 

@@ -369,21 +369,21 @@ class _FeaturizerWriter(DefaultParamsWriter):
     """Saves the params and the feature network's files under ``<path>/model``."""
 
     def saveImpl(self, path: str) -> None:
-        from deepspark.spark.ml import _hadoop_copy
+        from deepspark.spark.ml import hadoop_copy
         from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
 
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
         model_dir = self.instance.modelDirectory()
         target = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
         for file_name in (KERAS_FILE, METADATA_FILE):
-            _hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
+            hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
 
 
 class _FeaturizerReader(DefaultParamsReader):
     """Loads the params and a local copy of the saved feature network."""
 
     def load(self, path: str) -> ImageFeaturizer:
-        from deepspark.spark.ml import _hadoop_copy
+        from deepspark.spark.ml import hadoop_copy
         from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
 
         instance = super().load(path)
@@ -391,6 +391,6 @@ class _FeaturizerReader(DefaultParamsReader):
         atexit.register(shutil.rmtree, local, True)
         source = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
         for file_name in (KERAS_FILE, METADATA_FILE):
-            _hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
+            hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
         instance._model_dir = local
         return instance

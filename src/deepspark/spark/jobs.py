@@ -79,7 +79,7 @@ def score_to_parquet(
 
     spark = get_session(master)
     started = time.perf_counter()
-    files = _HadoopFiles(spark)
+    files = HadoopFiles(spark)
     if files.exists(output) and not overwrite:
         raise UserInputError(
             f"Output already exists; pass --overwrite to replace it. Received: output={output!r}"
@@ -99,7 +99,7 @@ def score_to_parquet(
         scored = predict(frame, resolved, batch_rows=batch_rows, batch_bytes=batch_bytes)
         if images:  # the image bytes stay where they are; the output names them by path
             scored = scored.drop(*_binary_columns(scored))
-    _write_atomically(scored, output, files)
+    write_atomically(scored, output, files)
     rows = spark.read.parquet(output).count()  # from Parquet footers, not a rescan
     return ScoreJobResult(output, rows, scored.columns, round(time.perf_counter() - started, 3))
 
@@ -120,7 +120,7 @@ def _run_sql(spark, query: str):
         raise UserInputError(f"SQL query failed: {first_line}. Received: sql={query!r}") from error
 
 
-def _write_atomically(scored, output: str, files: _HadoopFiles) -> None:
+def write_atomically(scored, output: str, files: HadoopFiles) -> None:
     from pyspark.errors import PythonException
 
     staging = f"{output.rstrip('/')}.__deepspark-{uuid.uuid4().hex[:12]}"
@@ -146,7 +146,7 @@ def worker_error(error: Exception) -> Exception:
     return DataError(message.strip())
 
 
-class _HadoopFiles:
+class HadoopFiles:
     """File operations on any Hadoop file system (local, HDFS, S3, ...) via the JVM."""
 
     def __init__(self, spark) -> None:

@@ -181,7 +181,7 @@ class _TransformerWriter(DefaultParamsWriter):
         model_dir = resolve_model_dir(self.instance.getModelUri())
         target = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
         for file_name in (KERAS_FILE, METADATA_FILE):
-            _hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
+            hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
 
 
 class _TransformerReader(DefaultParamsReader):
@@ -194,12 +194,12 @@ class _TransformerReader(DefaultParamsReader):
         local = Path(tempfile.mkdtemp(prefix="deepspark-stage-model-"))
         source = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
         for file_name in (KERAS_FILE, METADATA_FILE):
-            _hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
+            hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
         instance._set(modelUri=str(local))
         return instance
 
 
-def _hadoop_copy(spark, source: str, target: str) -> None:
+def hadoop_copy(spark, source: str, target: str) -> None:
     """Copy one file between any two Hadoop file systems (local, HDFS, S3...)."""
     jvm = spark.sparkContext._jvm
     configuration = spark.sparkContext._jsc.hadoopConfiguration()

@@ -187,9 +187,9 @@ def spark_image_column(frame) -> str:
 
 def check_spark_output(spark, output: str | None, *, overwrite: bool) -> None:
     """Refuse an existing Spark output folder before any work (unless ``overwrite``)."""
-    from deepspark.spark.jobs import _HadoopFiles
+    from deepspark.spark.jobs import HadoopFiles
 
-    if output is not None and _HadoopFiles(spark).exists(str(output)) and not overwrite:
+    if output is not None and HadoopFiles(spark).exists(str(output)) and not overwrite:
         raise UserInputError(
             f"Output already exists; pass --overwrite to replace it. Received: output={output!r}"
         )
@@ -219,8 +219,8 @@ def write_spark_output(scored, output: str | None):
     return it read back; without ``output``, return ``scored`` as it is (lazy)."""
     if output is None:
         return scored
-    from deepspark.spark.jobs import _HadoopFiles, _write_atomically
+    from deepspark.spark.jobs import HadoopFiles, write_atomically
 
     spark = scored.sparkSession
-    _write_atomically(scored, str(output), _HadoopFiles(spark))
+    write_atomically(scored, str(output), HadoopFiles(spark))
     return spark.read.parquet(str(output))

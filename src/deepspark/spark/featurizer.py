@@ -47,7 +47,6 @@ from deepspark.spark.columns import quote
 
 HANDLE_INVALID = ("skip", "keep", "error")
 FEATURES_TASK = "features"  # the task of a shipped feature extractor (never logged)
-_MODEL_SUBDIR = "model"
 _RESULT = "__deepspark_features"
 
 
@@ -369,28 +368,20 @@ class _FeaturizerWriter(DefaultParamsWriter):
     """Saves the params and the feature network's files under ``<path>/model``."""
 
     def saveImpl(self, path: str) -> None:
-        from deepspark.spark.ml import hadoop_copy
-        from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
+        from deepspark.spark.ml import save_stage_model
 
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
-        model_dir = self.instance.modelDirectory()
-        target = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
-        for file_name in (KERAS_FILE, METADATA_FILE):
-            hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
+        save_stage_model(self.sparkSession, self.instance.modelDirectory(), path)
 
 
 class _FeaturizerReader(DefaultParamsReader):
     """Loads the params and a local copy of the saved feature network."""
 
     def load(self, path: str) -> ImageFeaturizer:
-        from deepspark.spark.ml import hadoop_copy
-        from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
+        from deepspark.spark.ml import load_stage_model
 
         instance = super().load(path)
-        local = Path(tempfile.mkdtemp(prefix="deepspark-featurizer-"))
+        local = load_stage_model(self.sparkSession, path, prefix="deepspark-featurizer-")
         atexit.register(shutil.rmtree, local, True)
-        source = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
-        for file_name in (KERAS_FILE, METADATA_FILE):
-            hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
         instance._model_dir = local
         return instance

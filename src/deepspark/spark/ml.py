@@ -175,28 +175,40 @@ class _TransformerWriter(DefaultParamsWriter):
     """Saves the params and a copy of the model files under ``<path>/model``."""
 
     def saveImpl(self, path: str) -> None:
-        from deepspark.tracking.model import KERAS_FILE, METADATA_FILE, resolve_model_dir
+        from deepspark.tracking.model import resolve_model_dir
 
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
-        model_dir = resolve_model_dir(self.instance.getModelUri())
-        target = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
-        for file_name in (KERAS_FILE, METADATA_FILE):
-            hadoop_copy(self.sparkSession, str(model_dir / file_name), f"{target}/{file_name}")
+        save_stage_model(self.sparkSession, resolve_model_dir(self.instance.getModelUri()), path)
 
 
 class _TransformerReader(DefaultParamsReader):
     """Loads the params and points ``modelUri`` at a local copy of the saved model files."""
 
     def load(self, path: str) -> KerasTransformer:
-        from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
-
         instance = super().load(path)
-        local = Path(tempfile.mkdtemp(prefix="deepspark-stage-model-"))
-        source = f"{path.rstrip('/')}/{_MODEL_SUBDIR}"
-        for file_name in (KERAS_FILE, METADATA_FILE):
-            hadoop_copy(self.sparkSession, f"{source}/{file_name}", str(local / file_name))
+        local = load_stage_model(self.sparkSession, path, prefix="deepspark-stage-model-")
         instance._set(modelUri=str(local))
         return instance
+
+
+def save_stage_model(spark, model_dir: Path, stage_path: str) -> None:
+    """Copy a deepspark model folder's files under a saved Spark ML stage (any Hadoop path)."""
+    from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
+
+    target = f"{stage_path.rstrip('/')}/{_MODEL_SUBDIR}"
+    for file_name in (KERAS_FILE, METADATA_FILE):
+        hadoop_copy(spark, str(Path(model_dir) / file_name), f"{target}/{file_name}")
+
+
+def load_stage_model(spark, stage_path: str, *, prefix: str) -> Path:
+    """The model files saved by ``save_stage_model``, copied to a new local folder."""
+    from deepspark.tracking.model import KERAS_FILE, METADATA_FILE
+
+    local = Path(tempfile.mkdtemp(prefix=prefix))
+    source = f"{stage_path.rstrip('/')}/{_MODEL_SUBDIR}"
+    for file_name in (KERAS_FILE, METADATA_FILE):
+        hadoop_copy(spark, f"{source}/{file_name}", str(local / file_name))
+    return local
 
 
 def hadoop_copy(spark, source: str, target: str) -> None:

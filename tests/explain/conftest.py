@@ -63,3 +63,25 @@ def untrained_multiclass(tmp_path_factory):
     prepared = prepare_data(config)
     keras_model = build_mlp(prepared.schema, fit_numeric_stats(prepared.numeric_train), config)
     return DeepsparkModel(keras_model, prepared.schema), pd.read_csv(data)
+
+
+@pytest.fixture(scope="session")
+def quadrant_cnn():
+    """A CNN trained on the quadrant task (directly with Keras: seconds) and its images."""
+    from tests.explain.quadrants import trained_quadrant_cnn
+
+    return trained_quadrant_cnn()
+
+
+@pytest.fixture(scope="session")
+def image_run(explain_store) -> Trained:
+    """A small CNN trained by ``deepspark.train`` on a quadrant folder: a real MLflow run."""
+    import deepspark
+    from tests.explain.quadrants import quadrant_folder
+
+    folder, tracking_uri = explain_store
+    data = quadrant_folder(folder / "quadrants", per_class=24, seed=5)
+    result = deepspark.train(
+        str(data), filters=(8, 16), epochs=2, image_size=32, seed=3, tracking_uri=tracking_uri
+    )
+    return Trained(result.model_uri, result.run_id, data, tracking_uri, folder)

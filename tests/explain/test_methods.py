@@ -150,3 +150,27 @@ def test_deepspark_explain_is_callable_after_importing_the_package():
 
     assert callable(deepspark.explain)
     assert deepspark.explain.explainer_methods() == ["gradient", "kernel", "lime", "permutation"]
+    assert deepspark.explain.explainer_methods("image") == [
+        "gradcam", "gradcam++", "gradient", "lime", "shap",
+    ]  # fmt: skip
+
+
+def test_a_chosen_class_is_explained_on_every_row(binary_model, regression_model):
+    default = _explain(binary_model, "gradient", rows=10).explanation
+    first = deepspark.explain(
+        binary_model.model_uri, str(binary_model.data), method="gradient", rows=10,
+        background=40, seed=7, explained_class="no", log_to_mlflow=False,
+        tracking_uri=binary_model.tracking_uri,
+    ).explanation  # fmt: skip
+    assert default.explained_class == ["yes"] * 10 and first.explained_class == ["no"] * 10
+    np.testing.assert_allclose(first.prediction, 1 - default.prediction, atol=1e-6)
+    np.testing.assert_allclose(first.baseline, 1 - default.baseline, atol=1e-6)
+    np.testing.assert_allclose(
+        first.attributions.to_numpy(), -default.attributions.to_numpy(), atol=1e-6
+    )
+    assert first.max_additivity_error <= 0.01
+    with pytest.raises(UserInputError, match=r"a regression model has none\. Received: class="):
+        deepspark.explain(
+            regression_model.model_uri, str(regression_model.data), explained_class="yes",
+            log_to_mlflow=False, tracking_uri=regression_model.tracking_uri,
+        )  # fmt: skip

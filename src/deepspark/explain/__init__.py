@@ -1,18 +1,22 @@
-"""Explanations of deepspark models in terms of their raw input columns.
+"""Explanations of deepspark models: tables per raw input column, images pixel by pixel.
 
 One call::
 
     result = deepspark.explain(model_uri, "houses.csv", method="gradient", output="why")
+    result = deepspark.explain(image_model_uri, "photos/", method="gradcam", output="cams")
 
-More control: pick an ``Explainer`` by method name and call ``explain(frame)`` yourself; a new
-kind of explainer (images, later) subclasses ``Explainer`` and registers its method name::
+More control: pick an ``Explainer`` by method name and model kind and call ``explain(frame)``
+yourself; a new explainer subclasses ``Explainer`` and registers its method name::
 
     from deepspark.explain import explainer_class
     explainer = explainer_class("kernel")(model, background_rows, seed=0)
     explanation = explainer.explain(frame)
 
-Methods: ``gradient`` (integrated gradients averaged over background baselines, additive, with
-the additivity error measured), ``kernel`` and ``permutation`` (SHAP), ``lime`` (LIME tabular).
+Methods for tables: ``gradient`` (integrated gradients averaged over background baselines,
+additive, with the additivity error measured), ``kernel`` and ``permutation`` (SHAP), ``lime``
+(LIME tabular). For images: ``gradcam`` / ``gradcam++`` (class activation maps of a convolution
+layer), ``gradient`` (integrated gradients on pixels, additive, measured), ``shap`` (SHAP's
+partition explainer with an image masker, additive), ``lime`` (superpixels).
 
 ``deepspark.explain`` is both this package and the one-call function: the module is callable.
 """

@@ -12,7 +12,13 @@ from typing import Any
 import pandas as pd
 
 from deepspark.errors import UserInputError
-from deepspark.explain.base import Explanation, explainer_class
+from deepspark.explain.base import (
+    IMAGE,
+    TABULAR,
+    Explanation,
+    check_method,
+    explainer_class,
+)
 
 logger = logging.getLogger("deepspark.explain")
 
@@ -51,25 +57,38 @@ def explain(
     spark: bool = False,
     master: str | None = None,
     options: dict[str, Any] | None = None,
+    explained_class: Any = None,
     log_to_mlflow: bool = True,
     tracking_uri: str | None = None,
 ) -> ExplainResult:
-    """Explain a deepspark model's predictions for the first ``rows`` rows of a table.
+    """Explain a deepspark model's predictions for the first ``rows`` rows (or images) of data.
+
+    Tables are explained per raw column; images pixel by pixel (a heatmap over each image).
 
     Args:
         model_uri: A deepspark model URI (``models:/...``, ``runs:/.../model``) or folder.
-        data: A file path, built-in dataset name, Spark table name (with ``spark``) or DataFrame.
-        method: ``gradient`` (integrated gradients, additive), ``kernel`` or ``permutation``
-            (SHAP), or ``lime``.
-        rows: How many rows to explain, from the top; all of them when the data has fewer.
+        data: Tables: a file path, built-in dataset name, Spark table name (with ``spark``) or
+            DataFrame. Images: an image folder (searched recursively), a glob, an image file, a
+            Hadoop URI (with ``spark``), or a table with a ``path`` or ``image`` column.
+        method: Tables: ``gradient`` (integrated gradients, additive), ``kernel`` or
+            ``permutation`` (SHAP), or ``lime``. Images: ``gradcam`` (or ``gradcam++``),
+            ``gradient`` (integrated gradients on pixels, additive), ``shap`` (SHAP's partition
+            explainer with an image masker, additive) or ``lime`` (superpixels).
+        rows: How many rows (images) to explain, from the top; all when the data has fewer.
         background: Background rows, sampled (seeded) from the model's training split when it
-            can be re-derived, else from ``data``.
+            can be re-derived, else from ``data``. Images: sampled from ``data``'s images (all
+            of them when it has fewer), decoded only for the methods that need them.
         seed: Seeds the background sample and every per-row random choice.
         output: Folder for tables, plots and ``index.html`` (must be empty unless ``overwrite``).
         overwrite: Replace an existing, non-empty ``output`` folder.
         spark: Explain on Spark, in parallel over partitions (same results for the same seed).
         master: Spark master URL for a new session (default ``local[*]``).
-        options: Method settings (``tolerance``, ``nsamples``, ``max_evals``, ``num_samples``).
+        options: Method settings. Tables: ``baseline``, ``tolerance``, ``nsamples``,
+            ``max_evals``, ``num_samples``. Images: ``layer`` (gradcam), ``baseline``
+            (gradient: ``mean``, ``black``, ``white``, ``blur``), ``masker`` and ``max_evals``
+            (shap), ``num_samples`` and ``segmentation`` (lime).
+        explained_class: Explain this class's probability on every row instead of the predicted
+            one (tables: binary models explain the second label by default).
         log_to_mlflow: Log the summary and the output folder as a child run of the model's run.
         tracking_uri: MLflow tracking URI for ``models:/`` and ``runs:/`` URIs and the new run.
 
@@ -77,42 +96,80 @@ def explain(
         An ``ExplainResult``.
 
     Raises:
-        UserInputError: Unknown method, bad counts, missing columns (named), a background
-            larger than the training split, an existing output folder.
+        UserInputError: Unknown method or one for the other kind of model, bad counts, missing
+            columns (named), images given to a table model or a table without images to an
+            image model, a layer or class the model does not have, an existing output folder.
         ModelNotFoundError: The model URI does not resolve.
 
     Example:
         >>> result = deepspark.explain(model_uri, "houses.csv", method="gradient", output="why")
         >>> result.summary["max_additivity_error"]
+        >>> deepspark.explain(image_model_uri, "photos/", method="gradcam", output="cams")
     """
-    from deepspark.explain.report import check_output_dir, write_report
+    from deepspark.explain.report import check_output_dir
     from deepspark.tracking.model import load_model
     from deepspark.tracking.run import use_tracking_uri
 
-    explainer_class(method)
+    check_method(method)
     _check_count("rows", rows)
     _check_count("background", background)
     if output is not None:
         check_output_dir(output, overwrite=overwrite)
     use_tracking_uri(tracking_uri)
     model = load_model(model_uri)
-    if model.kind == "image":
-        raise UserInputError(
-            "Explanations of image models (saliency, occlusion) are not available yet; "
-            "explain a table model, or see the feature maps with deepspark visualize. "
-            f"Received: model={model_uri!r}"
-        )
-    run = _explain_spark if spark else _explain_local
+    explainer_type = explainer_class(method, model.kind)
+    _check_data_kind(model, data)
+    flow = _FLOWS[model.kind]
+    run = _resolve(flow["spark" if spark else "local"])
     explanation, facts = run(
-        model, data, method=method, rows=rows, background=background, seed=seed,
-        options=options, master=master,
+        model, explainer_type, data, rows=rows, background=background, seed=seed,
+        options=options, explained_class=explained_class, master=master,
     )  # fmt: skip
     summary = _summary(model_uri, method, explanation, facts, seed=seed, spark=spark)
+    summary["explained_class"] = None if explained_class is None else str(explained_class)
     if output is not None:
-        summary["outputs"] = write_report(explanation, output, summary=summary, overwrite=overwrite)
+        write = _resolve(flow["report"])
+        summary["outputs"] = write(explanation, output, summary=summary, overwrite=overwrite)
     if log_to_mlflow:
         summary["mlflow_run_id"] = log_explanation(model, model_uri, summary, output)
     return ExplainResult(explanation=explanation, summary=summary)
+
+
+# Per kind of model: how its data is explained (one process, Spark) and how the folder is
+# written. A new explanation method needs none of this, only a registered explainer.
+_FLOWS = {
+    TABULAR: {
+        "local": "deepspark.explain.api:_explain_local",
+        "spark": "deepspark.explain.api:_explain_spark",
+        "report": "deepspark.explain.report:write_report",
+    },
+    IMAGE: {
+        "local": "deepspark.explain.images.flow:explain_images_local",
+        "spark": "deepspark.explain.images.spark:explain_images_on_spark",
+        "report": "deepspark.explain.images.report:write_image_report",
+    },
+}
+
+
+def _resolve(target: str):
+    import importlib
+
+    module_name, name = target.split(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _check_data_kind(model, data) -> None:
+    """Images given to a table model: one clear line (the reverse is caught when the image
+    column is looked for)."""
+    from deepspark.explain.images.sources import is_image_source
+
+    if model.kind == TABULAR and is_image_source(data):
+        names = ", ".join(model.feature_names[:8])
+        raise UserInputError(
+            f"This model takes tables (columns {names}), and images were given; explain it on "
+            f"a table (CSV, Parquet, JSON lines) or give an image model. Received: data="
+            f"{str(data)!r}"
+        )
 
 
 def _check_count(name: str, value: int) -> None:
@@ -128,16 +185,19 @@ def limit_rows(total: int, rows: int) -> int:
     return rows
 
 
-def _explain_local(model, data, *, method, rows, background, seed, options, master):
+def _explain_local(model, explainer_type, data, *, rows, background, seed, options,
+                   explained_class, master):  # fmt: skip
     from deepspark.data.readers import read_table
     from deepspark.data.schema import require_columns
     from deepspark.explain.background import sample_background
 
+    settings = {"seed": seed, "options": options, "explained_class": explained_class}
+    explainer_type(model, None, **settings).validate()
     frame = data if isinstance(data, pd.DataFrame) else read_table(data)
     require_columns(frame, model.schema)
     chosen = frame.head(limit_rows(len(frame), rows))
     sample = sample_background(model, frame, size=background, seed=seed)
-    explainer = explainer_class(method)(model, sample.rows, seed=seed, options=options)
+    explainer = explainer_type(model, sample.rows, **settings)
     started = time.perf_counter()
     explanation = explainer.explain(chosen)
     seconds = time.perf_counter() - started
@@ -145,19 +205,26 @@ def _explain_local(model, data, *, method, rows, background, seed, options, mast
     return explanation, {**facts, "background": len(sample.rows)}
 
 
-def _explain_spark(model, data, *, method, rows, background, seed, options, master):
+def _explain_spark(model, explainer_type, data, *, rows, background, seed, options,
+                   explained_class, master):  # fmt: skip
     from deepspark.explain.spark import explain_on_spark
 
+    explainer_type(
+        model, None, seed=seed, options=options, explained_class=explained_class
+    ).validate()
     return explain_on_spark(
-        model, data, method=method, rows=rows, background=background, seed=seed,
-        options=options, master=master,
+        model, data, method=explainer_type.method, rows=rows, background=background,
+        seed=seed, options=options, explained_class=explained_class, master=master,
     )  # fmt: skip
 
 
-def _summary(model_uri, method, explanation: Explanation, facts, *, seed, spark) -> dict:
+def _summary(model_uri, method, explanation, facts, *, seed, spark) -> dict:
     count = len(explanation)
-    return {
+    kind = getattr(explanation, "kind", TABULAR)
+    unit = "images" if kind == IMAGE else "rows"
+    summary = {
         "method": method,
+        "kind": kind,
         "model_uri": model_uri,
         "rows": count,
         "data_rows": facts["data_rows"],
@@ -171,13 +238,27 @@ def _summary(model_uri, method, explanation: Explanation, facts, *, seed, spark)
         "max_additivity_error": explanation.max_additivity_error,
         "additivity_error_definition": (
             "max over rows of |sum(attributions) - (prediction - baseline)| / standard "
-            "deviation of the explained output over the background rows"
+            f"deviation of the explained output over the background {unit}"
         ),
-        "explained_output": _explained_output(explanation),
+        "explained_output": _explained_output(explanation, kind),
     }
+    if kind == IMAGE:
+        summary["bad_images"] = len(explanation.details.get("bad_images", []))
+        summary["details"] = {
+            key: value
+            for key, value in explanation.details.items()
+            if isinstance(value, str | int | float | bool | type(None) | list)
+            and key != "bad_images"
+        }
+    return summary
 
 
-def _explained_output(explanation: Explanation) -> str:
+def _explained_output(explanation, kind: str) -> str:
+    if kind == IMAGE:
+        text = "probability of explained_class (the predicted class unless --class)"
+        if explanation.details.get("score") == "logit":
+            text += "; the Grad-CAM map follows the class's logit"
+        return text
     if explanation.explained_class is None:
         return "prediction (target units)"
     return "probability of explained_class (binary: the second label; multiclass: predicted)"
@@ -210,7 +291,13 @@ def log_explanation(model, model_uri: str, summary: dict, output) -> str:
             tags.update({"mlflow.parentRunId": parent, "deepspark.model_run_id": parent})
         mlflow.set_tags(tags)
         keys = ("method", "rows", "background", "seed", "spark", "background_source")
-        mlflow.log_params({key: summary[key] for key in keys})
+        params = {key: summary[key] for key in keys}
+        if summary.get("explained_class") is not None:
+            params["class"] = summary["explained_class"]
+        for key, value in summary.get("details", {}).items():
+            if isinstance(value, str | int | float) and not isinstance(value, bool):
+                params[key] = value
+        mlflow.log_params(params)
         metrics = {"seconds_per_row": summary["seconds_per_row"]}
         if summary["max_additivity_error"] is not None:
             metrics["max_additivity_error"] = summary["max_additivity_error"]

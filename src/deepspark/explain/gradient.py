@@ -62,7 +62,7 @@ class IntegratedGradientsExplainer(Explainer):
     additive = True
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
-        batch = tabular_batch(self.model, frame, self.background, row_ids)
+        batch = tabular_batch(self.model, frame, self.background, row_ids, self.explained_class)
         split = EncodedNetwork(self.model)
         encoded_rows = split.encode(batch.view.model_inputs(batch.matrix))
         encoded_background = split.encode(batch.view.model_inputs(batch.background))
@@ -71,10 +71,16 @@ class IntegratedGradientsExplainer(Explainer):
         integrator = _PathIntegrator(split, baselines, self._network_columns(batch.columns))
         integrator.settings(**settings)
         encoded_attributions, steps = integrator.integrate(encoded_rows, batch.spread)
+        attributions, baseline = encoded_attributions @ split.groups, integrator.baseline_outputs()
+        if self.model.schema.task == "binary":
+            # The network's one output is P(second label); P(first label) = 1 - that.
+            first = batch.columns == 0
+            attributions[first] *= -1.0
+            baseline = np.where(first, 1.0 - baseline, baseline)
         return batch.explanation(
             self.method,
-            encoded_attributions @ split.groups,
-            integrator.baseline_outputs(),
+            attributions,
+            baseline,
             additive=True,
             details={"max_integration_steps": int(steps.max()) if len(steps) else 0},
         )

@@ -36,7 +36,7 @@ class LimeExplainer(Explainer):
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
         lime_tabular = require("lime.lime_tabular", feature="'lime' explanations")
-        batch = tabular_batch(self.model, frame, self.background, row_ids)
+        batch = tabular_batch(self.model, frame, self.background, row_ids, self.explained_class)
         view, matrix = batch.view, batch.matrix
         fill = _medians(batch.background)
         explainer = lime_tabular.LimeTabularExplainer(

@@ -23,7 +23,7 @@ class _ShapExplainer(Explainer):
 
     def explain(self, frame: pd.DataFrame, *, row_ids=None) -> Explanation:
         shap = require("shap", feature=f"'{self.method}' explanations")
-        batch = tabular_batch(self.model, frame, self.background, row_ids)
+        batch = tabular_batch(self.model, frame, self.background, row_ids, self.explained_class)
         explainers: dict[int, object] = {}
         attributions = np.zeros_like(batch.matrix)
         baseline = np.zeros(len(batch.matrix))

@@ -53,7 +53,9 @@ class _SparkRows:
         return rows.sort_values(ROW_ID).reset_index(drop=True)
 
 
-def explain_on_spark(model, data, *, method, rows, background, seed, options, master):
+def explain_on_spark(
+    model, data, *, method, rows, background, seed, options, master, explained_class=None
+):
     """Explain the first ``rows`` rows of a Spark source in parallel.
 
     Returns:
@@ -78,7 +80,10 @@ def explain_on_spark(model, data, *, method, rows, background, seed, options, ma
     total = indexed.count()
     count = limit_rows(total, rows)
     sample = sample_background(model, _SparkRows(indexed, total), size=background, seed=seed)
-    payload = _payload(spark, model, sample.rows, method=method, seed=seed, options=options)
+    payload = make_payload(
+        spark, model, sample.rows, method=method, seed=seed, options=options,
+        explained_class=explained_class,
+    )  # fmt: skip
     shared = spark.sparkContext.broadcast(payload)
     from pyspark.sql import functions as F
 
@@ -107,24 +112,33 @@ def _with_row_ids(frame):
     return numbered.drop("_order")
 
 
-def _payload(spark, model, background: pd.DataFrame, *, method, seed, options) -> dict:
+def make_payload(spark, model, background, *, method, seed, options, explained_class=None) -> dict:
     """What every worker needs; the model itself ships once per application with the scoring
-    path's ``ship_model`` and loads once per Python worker with ``worker_model``."""
+    path's ``ship_model`` and loads once per Python worker with ``worker_model``.
+
+    ``background``: raw rows (tables), decoded images (an array) or ``None``.
+    """
     from deepspark.spark.udf import ship_model
 
     with tempfile.TemporaryDirectory() as folder:
         model.save(folder)
         model_name = ship_model(spark, folder)
     digest = hashlib.sha256(model_name.encode())
-    digest.update(pd.util.hash_pandas_object(background, index=False).to_numpy().tobytes())
-    digest.update(json.dumps([method, seed, options], sort_keys=True, default=str).encode())
+    if isinstance(background, pd.DataFrame):
+        digest.update(pd.util.hash_pandas_object(background, index=False).to_numpy().tobytes())
+    elif background is not None:
+        digest.update(np.ascontiguousarray(background).tobytes())
+    settings = [method, model.kind, seed, options, explained_class]
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return {
         "key": digest.hexdigest(),
         "model_name": model_name,
         "background": background,
         "method": method,
+        "kind": model.kind,
         "seed": seed,
         "options": options,
+        "explained_class": explained_class,
     }
 
 
@@ -136,8 +150,13 @@ def worker_explainer(payload: dict) -> Explainer:
 
         # worker_model sizes the framework's threads to the task's cores on first load.
         model = worker_model(payload["model_name"])
-        _WORKER_EXPLAINERS[key] = explainer_class(payload["method"])(
-            model, payload["background"], seed=payload["seed"], options=payload["options"]
+        explainer_type = explainer_class(payload["method"], payload["kind"])
+        _WORKER_EXPLAINERS[key] = explainer_type(
+            model,
+            payload["background"],
+            seed=payload["seed"],
+            options=payload["options"],
+            explained_class=payload["explained_class"],
         )
     return _WORKER_EXPLAINERS[key]
 

@@ -71,12 +71,15 @@ class TabularView:
             return raw.reshape(-1, 1).astype(np.float64)
         return class_probabilities(raw, self.schema.task)
 
-    def explained_columns(self, outputs: np.ndarray) -> np.ndarray:
+    def explained_columns(self, outputs: np.ndarray, chosen: int | None = None) -> np.ndarray:
         """Which output each row explains.
 
-        Regression: the prediction. Binary: the probability of the second (positive) label, so
-        signs read the same way on every row. Multiclass: the probability of the predicted class.
+        ``chosen`` (a class position): that class's probability on every row. Otherwise:
+        regression, the prediction; binary, the probability of the second (positive) label, so
+        signs read the same way on every row; multiclass, the probability of the predicted class.
         """
+        if chosen is not None:
+            return np.full(len(outputs), int(chosen), dtype=np.int64)
         if self.schema.task == "regression":
             return np.zeros(len(outputs), dtype=np.int64)
         if self.schema.task == "binary":
@@ -149,8 +152,14 @@ class TabularBatch:
         )
 
 
-def tabular_batch(model, frame: pd.DataFrame, background: pd.DataFrame, row_ids=None):
-    """Encode rows and background, run the model on both, choose each row's explained output."""
+def tabular_batch(
+    model, frame: pd.DataFrame, background: pd.DataFrame, row_ids=None, explained_class=None
+):
+    """Encode rows and background, run the model on both, choose each row's explained output
+    (``explained_class``: that class on every row, see ``Explainer``)."""
+    from deepspark.explain.base import class_index
+
+    chosen = None if explained_class is None else class_index(model.schema, explained_class)
     view = TabularView(model)
     rows = frame[view.names].reset_index(drop=True)
     matrix, background_matrix = view.to_matrix(rows), view.to_matrix(background)
@@ -162,5 +171,5 @@ def tabular_batch(model, frame: pd.DataFrame, background: pd.DataFrame, row_ids=
         background=background_matrix,
         row_outputs=row_outputs,
         background_outputs=view.outputs(background_matrix),
-        columns=view.explained_columns(row_outputs),
+        columns=view.explained_columns(row_outputs, chosen),
     )

@@ -23,6 +23,8 @@ COLLECTIVES = ("jax", "torch", "horovod")
 KERAS_BACKENDS = ("jax", "torch")
 ON_BAD_IMAGE = ("skip", "fail")
 CLASS_WEIGHTS = ("balanced",)
+NUMERIC_EMBEDDINGS = ("periodic", "none")
+LR_SCHEDULES = ("plateau", "cosine", "constant")
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -90,6 +92,16 @@ class TrainConfig:
         fine_tune_epochs: Most epochs of the fine-tuning phase (early stopping may end sooner).
         class_weight: ``balanced``: weight each class's loss by ``rows / (classes x rows of the
             class)``; ``None``: every row counts the same.
+        ensemble_size: Members of the ``tabular_net`` ensemble (``k`` heads sharing most
+            weights, averaged at prediction); 1 is a single network.
+        numeric_embedding: How ``tabular_net`` feeds numbers to its first layer: ``periodic``
+            (learned periodic embeddings next to the scaled value) or ``none`` (the scaled value).
+        weight_decay: Decoupled weight decay of the optimizer (``None``: the optimizer's own
+            default, none except 0.004 for ``adamw``).
+        lr_schedule: ``plateau`` (the rate halves when validation loss stalls, with
+            ``reduce_lr``), ``cosine`` (cosine decay to 0 over the ``epochs`` budget; set
+            ``patience`` to ``epochs`` to train the whole budget and keep the best epoch) or
+            ``constant``.
     """
 
     data: str
@@ -133,6 +145,10 @@ class TrainConfig:
     fine_tune_lr: float | None = None
     fine_tune_epochs: int = 10
     class_weight: str | None = None
+    ensemble_size: int = 8
+    numeric_embedding: str = "periodic"
+    weight_decay: float | None = None
+    lr_schedule: str = "plateau"
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -197,7 +213,8 @@ def validate_config(config: TrainConfig) -> None:
         raise _invalid("dropout", "must be in [0, 1)", config.dropout)
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
         raise _invalid("lr", "must be a positive number such as 0.001", config.lr)
-    for name in ("epochs", "batch_size", "patience", "workers"):
+    _validate_tabular_net(config)
+    for name in ("epochs", "batch_size", "patience", "workers", "ensemble_size"):
         if int(getattr(config, name)) <= 0:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
     _validate_distributed(config)
@@ -211,6 +228,17 @@ def validate_config(config: TrainConfig) -> None:
             "lower --val-fraction or --test-fraction",
             config.val_fraction + config.test_fraction,
         )
+
+
+def _validate_tabular_net(config: TrainConfig) -> None:
+    """The settings ``tabular_net`` and the optimizer's schedule read."""
+    _check_choice("numeric_embedding", config.numeric_embedding, NUMERIC_EMBEDDINGS)
+    _check_choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    decay = config.weight_decay
+    if decay is not None and not (
+        isinstance(decay, int | float) and math.isfinite(decay) and decay >= 0
+    ):
+        raise _invalid("weight_decay", "must be 0 or a positive number such as 0.01", decay)
 
 
 def _validate_images(config: TrainConfig) -> None:

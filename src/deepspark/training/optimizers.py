@@ -18,19 +18,49 @@ DEFAULT_LEARNING_RATES = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float | None = None):
-    """Build the Keras optimizer for a name in ``deepspark.config.OPTIMIZERS``."""
+def make_optimizer(
+    name: str,
+    learning_rate: float | None = None,
+    *,
+    weight_decay: float | None = None,
+    schedule: str = "plateau",
+    total_steps: int | None = None,
+):
+    """Build the Keras optimizer for a name in ``deepspark.config.OPTIMIZERS``.
+
+    Args:
+        name: The optimizer.
+        learning_rate: The (starting) rate; ``None``: ``DEFAULT_LEARNING_RATES[name]``.
+        weight_decay: Decoupled weight decay (Keras' ``weight_decay``: each step shrinks the
+            weights by ``rate * weight_decay``); ``None``: the optimizer's own default (none,
+            and 0.004 for ``adamw``).
+        schedule: ``plateau`` or ``constant``: a fixed rate (``plateau`` leaves reductions to
+            ``ReduceLROnPlateau``); ``cosine``: cosine decay from the rate to 0 over
+            ``total_steps`` (the epoch budget), which callbacks cannot change.
+        total_steps: Optimizer steps of the whole budget (``cosine`` only).
+
+    Raises:
+        ValueError: ``cosine`` without a positive ``total_steps``.
+    """
     keras = import_keras()
     rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else float(learning_rate)
+    if schedule == "cosine":
+        if not total_steps or total_steps <= 0:
+            raise ValueError(
+                f"A cosine schedule needs the budget's optimizer steps. "
+                f"Received: total_steps={total_steps!r}"
+            )
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=int(total_steps))
+    decay = {} if weight_decay is None else {"weight_decay": float(weight_decay)}
     optimizers = keras.optimizers
     factories = {
-        "sgd": lambda: optimizers.SGD(rate),
-        "momentum": lambda: optimizers.SGD(rate, momentum=0.9),
-        "nesterov": lambda: optimizers.SGD(rate, momentum=0.9, nesterov=True),
-        "adam": lambda: optimizers.Adam(rate),
-        "adamw": lambda: optimizers.AdamW(rate),
-        "rmsprop": lambda: optimizers.RMSprop(rate),
-        "adagrad": lambda: optimizers.Adagrad(rate),
+        "sgd": lambda: optimizers.SGD(rate, **decay),
+        "momentum": lambda: optimizers.SGD(rate, momentum=0.9, **decay),
+        "nesterov": lambda: optimizers.SGD(rate, momentum=0.9, nesterov=True, **decay),
+        "adam": lambda: optimizers.Adam(rate, **decay),
+        "adamw": lambda: optimizers.AdamW(rate, **decay),
+        "rmsprop": lambda: optimizers.RMSprop(rate, **decay),
+        "adagrad": lambda: optimizers.Adagrad(rate, **decay),
     }
     return factories[name]()
 

@@ -14,6 +14,7 @@ import optuna  # noqa: E402
 from deepspark.config import TrainConfig  # noqa: E402
 from deepspark.errors import UserInputError  # noqa: E402
 from deepspark.tuning import space as spaces  # noqa: E402
+from deepspark.tuning import spec as spec_module  # noqa: E402
 from deepspark.tuning.search import check_space_yields  # noqa: E402
 from deepspark.tuning.space import Choice, FloatRange, IntRange  # noqa: E402
 
@@ -52,7 +53,7 @@ class NetworkConfig(TrainConfig):
 
 
 def test_optional_entries_follow_the_fields_and_their_valid_values(monkeypatch):
-    monkeypatch.setattr(spaces, "TrainConfig", NetworkConfig)
+    monkeypatch.setattr(spec_module, "TrainConfig", NetworkConfig)
     listed = ("none", "periodic", "piecewise")
     monkeypatch.setattr(spaces.config_module, "NUMERIC_EMBEDDINGS", listed, raising=False)
     base = NetworkConfig(data="table.csv", target="y", k=1)

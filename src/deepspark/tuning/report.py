@@ -1,14 +1,19 @@
-"""What the parent run of a search holds at the end: the search plot, every trial, the best
+"""What the parent run of a search holds: at the start, the fixed settings and the space (and
+what resume needs, kept in the study); at the end, the search plot, every trial, the best
 configuration (as params and as ``best_config.json``)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from deepspark.tuning import study as studies
-from deepspark.tuning.space import to_settings, trial_config
+from deepspark.tuning.space import space_document, space_specs, to_settings, trial_config
 
+STORAGE_TAG = "deepspark.tune.storage"
+STUDY_TAG = "deepspark.tune.study"
+SETTINGS_ATTR = "deepspark"  # the study's user attribute with what resume needs
 PLOT_ARTIFACT = "search.png"
 TRIALS_ARTIFACT = "trials.json"
 BEST_ARTIFACT = "best_config.json"
@@ -106,3 +111,61 @@ def _log_params_once(params: dict[str, Any]) -> None:
     fresh = {key: value for key, value in params.items() if key not in logged}
     if fresh:
         mlflow.log_params(fresh)
+
+
+def stored_settings(prepared, plan: dict[str, Any]) -> dict[str, Any]:
+    """What resume needs, kept in the study itself."""
+    config = prepared.config.to_dict()
+    if Path(config["data"]).exists():
+        config["data"] = str(Path(config["data"]).resolve())
+    model = plan["model"]
+    return {
+        "config": json_ready(config),
+        "space": space_document(plan["space"]),
+        "metric": plan["objective"].metric,
+        "trials": plan["trials"],
+        "fingerprint": prepared.fingerprint,
+        "model": model if model is None or isinstance(model, str) else None,
+    }
+
+
+def log_search_start(prepared, plan, storage: str, name: str, options) -> None:
+    """The parent run's fixed settings, search settings and space as params; where the study
+    is as tags."""
+    import mlflow
+
+    from deepspark._backend import backend_name
+
+    searched = set(plan["space"]) | ({"hidden"} if "layers" in plan["space"] else set())
+    fixed = {k: v for k, v in prepared.config.to_params().items() if k not in searched}
+    objective = plan["objective"]
+    mlflow.log_params(fixed)
+    mlflow.log_params(
+        {
+            "tune_trials": plan["trials"],
+            "tune_metric": objective.metric,
+            "tune_direction": objective.direction,
+            "tune_timeout": options["timeout"] or "",
+            "tune_spark": options["spark"],
+            "task_resolved": prepared.schema.task,
+            **{f"space_{key}": spec for key, spec in space_specs(plan["space"]).items()},
+            **{f"rows_{split}": count for split, count in prepared.split.sizes().items()},
+        }
+    )
+    mlflow.set_tags(
+        {
+            STORAGE_TAG: storage,
+            STUDY_TAG: name,
+            "deepspark.task": prepared.schema.task,
+            "deepspark.kind": prepared.schema.kind,
+            "deepspark.keras_backend": backend_name(),
+            "deepspark.tune.role": "search",
+        }
+    )
+
+
+def json_ready(document: dict[str, Any]) -> dict[str, Any]:
+    """Tuples as lists."""
+    return {
+        key: list(value) if isinstance(value, tuple) else value for key, value in document.items()
+    }

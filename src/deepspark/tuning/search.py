@@ -227,31 +227,41 @@ def _short(value: Any) -> str:
 def run_local(search: Search) -> None:
     """Run trials one after another in this process until ``search.trials`` have finished or
     the time is up. Ctrl-C finishes the interrupted trial's records, then propagates."""
+    while search.remaining() > 0 and not search.out_of_time():
+        _run_one(search)
+
+
+def _run_one(search: Search) -> None:
     from deepspark.tuning.trial import train_trial
 
-    while search.remaining() > 0 and not search.out_of_time():
+    # A Ctrl-C held back by ``deferred_interrupts`` is raised when its block ends: ``started``
+    # is set (and cleared once the trial is told) inside the blocks, so that the handler below
+    # knows whether a trial was left open.
+    started = None
+    try:
         with deferred_interrupts():
             started = start_trial(search)
         if started.config is None:
-            with deferred_interrupts():
-                finish_trial(search, started, TrialOutcome(FAIL, reason=started.error))
-            continue
-        try:
-            outcome = train_trial(
-                search.data,
-                started.config,
-                objective=search.objective,
-                reporter=started.trial,
-                run_id=started.run_id,
-            )
-        except KeyboardInterrupt:
-            with deferred_interrupts():
-                interrupt_trial(search, started)
-            raise
-        except Exception as error:  # noqa: BLE001  one bad trial does not end the search
-            outcome = failed_outcome(error)
+            outcome = TrialOutcome(FAIL, reason=started.error)
+        else:
+            try:
+                outcome = train_trial(
+                    search.data,
+                    started.config,
+                    objective=search.objective,
+                    reporter=started.trial,
+                    run_id=started.run_id,
+                )
+            except Exception as error:  # noqa: BLE001  one bad trial does not end the search
+                outcome = failed_outcome(error)
         with deferred_interrupts():
             finish_trial(search, started, outcome)
+            started = None
+    except KeyboardInterrupt:
+        if started is not None:
+            with deferred_interrupts():
+                interrupt_trial(search, started)
+        raise
 
 
 def failed_outcome(error: Exception) -> TrialOutcome:

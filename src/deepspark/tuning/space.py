@@ -31,16 +31,49 @@ strings the command line takes (``parse_spec``): ``LOW:HIGH`` (integers or float
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from deepspark import config as config_module
 from deepspark.config import TrainConfig
 from deepspark.errors import UserInputError
+from deepspark.tuning.distributions import Choice, Distribution, FloatRange, IntRange
+from deepspark.tuning.spec import (
+    coerce_option,
+    config_fields,
+    parse_spec,
+    space_document,
+    space_from_document,
+    space_specs,
+    tuple_field,
+)
+
+__all__ = [
+    "DEFAULT_ENTRIES",
+    "DERIVED_KEYS",
+    "NOT_SEARCHABLE",
+    "OPTIONAL_ENTRIES",
+    "Choice",
+    "Distribution",
+    "FloatRange",
+    "IntRange",
+    "as_distribution",
+    "check_key",
+    "config_fields",
+    "default_space",
+    "parse_spec",
+    "resolve_space",
+    "space_document",
+    "space_from_document",
+    "space_specs",
+    "suggest",
+    "to_settings",
+    "trial_config",
+]
 
 # Derived keys: ``layers`` and ``width`` become ``hidden`` together.
 DERIVED_KEYS = ("layers", "width")
+
 # Settings a search cannot vary: the data and its split (made once, shared by every trial),
 # where the run goes, and how one trial trains (one process).
 NOT_SEARCHABLE = (
@@ -66,102 +99,13 @@ NOT_SEARCHABLE = (
     "on_bad_image",
 )
 
-
-@dataclasses.dataclass(frozen=True)
-class FloatRange:
-    """A float drawn from ``[low, high]``, uniformly or (``log``) log-uniformly."""
-
-    low: float
-    high: float
-    log: bool = False
-
-    def suggest(self, trial, name: str) -> float:
-        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
-
-    def check(self, name: str) -> None:
-        _check_range(name, self)
-
-    def spec(self) -> str:
-        return f"{self.low!r}:{self.high!r}" + (":log" if self.log else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class IntRange:
-    """An integer drawn from ``[low, high]``, uniformly or (``log``) log-uniformly."""
-
-    low: int
-    high: int
-    log: bool = False
-
-    def suggest(self, trial, name: str) -> int:
-        return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-
-    def check(self, name: str) -> None:
-        if int(self.low) != self.low or int(self.high) != self.high:
-            raise _bad(name, "integer bounds", self.spec())
-        _check_range(name, self)
-
-    def spec(self) -> str:
-        return f"{self.low}:{self.high}" + (":log" if self.log else "")
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-    """One of ``options`` (``None``, booleans, numbers, strings or tuples such as ``hidden``
-    values; non-scalar options are recorded by their label, e.g. ``64,32``)."""
-
-    options: tuple
-
-    def suggest(self, trial, name: str) -> Any:
-        labels = [_label(option) for option in self.options]
-        chosen = trial.suggest_categorical(name, labels)
-        return self.options[labels.index(chosen)]
-
-    def check(self, name: str) -> None:
-        if not self.options:
-            raise _bad(name, "at least one option", "")
-        labels = [_label(option) for option in self.options]
-        if len(set(map(repr, labels))) != len(labels):
-            raise _bad(name, "distinct options", self.spec())
-
-    def spec(self) -> str:
-        labels = [str(_label(option)) for option in self.options]
-        separator = "|" if any("," in label for label in labels) else ","
-        return separator.join(labels)
-
-
-Distribution = FloatRange | IntRange | Choice
-
-
-def _label(option: Any) -> Any:
-    if option is None or isinstance(option, bool | int | float | str):
-        return option
-    if isinstance(option, tuple | list):
-        return ",".join(str(item) for item in option)
-    return str(option)
-
-
-def _check_range(name: str, distribution: FloatRange | IntRange) -> None:
-    low, high = distribution.low, distribution.high
-    finite = all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high))
-    if not finite or low > high:
-        raise _bad(name, "LOW <= HIGH, both finite", distribution.spec())
-    if distribution.log and low <= 0:
-        raise _bad(name, "a positive LOW on a log scale", distribution.spec())
-
-
-def _bad(name: str, expected: str, received: Any) -> UserInputError:
-    return UserInputError(
-        f"Invalid search space entry '{name}': expected {expected}. Received: {name}={received!r}"
-    )
-
-
 DEFAULT_ENTRIES: dict[str, Distribution] = {
     "layers": IntRange(1, 4),
     "width": IntRange(16, 512, log=True),
     "dropout": FloatRange(0.0, 0.5),
     "lr": FloatRange(1e-4, 1e-2, log=True),
 }
+
 # Entries for settings of the tabular network that TrainConfig may or may not have yet.
 OPTIONAL_ENTRIES: dict[str, Distribution] = {
     "weight_decay": FloatRange(1e-6, 1e-2, log=True),
@@ -170,12 +114,9 @@ OPTIONAL_ENTRIES: dict[str, Distribution] = {
     "ensemble_size": Choice((1, 8, 32)),
     "k": Choice((1, 8, 32)),
 }
+
 # Optional entries whose choices are the values deepspark.config lists, when it lists them.
 _CHOICES_FROM_CONFIG = {"numeric_embedding": "NUMERIC_EMBEDDINGS"}
-
-
-def config_fields() -> dict[str, dataclasses.Field]:
-    return {field.name: field for field in dataclasses.fields(TrainConfig)}
 
 
 def default_space(base: TrainConfig | None = None) -> dict[str, Distribution]:
@@ -290,91 +231,8 @@ def as_distribution(name: str, value: Any) -> Distribution:
     if isinstance(value, str):
         return parse_spec(name, value)
     if isinstance(value, list):
-        return Choice(tuple(_coerce_option(name, option) for option in value))
-    return Choice((_coerce_option(name, value),))
-
-
-def parse_spec(name: str, text: str) -> Distribution:
-    """``LOW:HIGH[:log]``, ``A,B,C`` / ``A|B|C`` or one value (see the module docstring)."""
-    text = text.strip()
-    if ":" in text:
-        parts = [part.strip() for part in text.split(":")]
-        log = len(parts) == 3 and parts[2].lower() == "log"
-        if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
-            raise _bad(name, "LOW:HIGH or LOW:HIGH:log", text)
-        low, high = (_number(name, part, text) for part in parts[:2])
-        if isinstance(low, int) and isinstance(high, int) and not _float_field(name):
-            return IntRange(low, high, log=log)
-        return FloatRange(float(low), float(high), log=log)
-    separator = "|" if "|" in text else ","
-    if separator == "," and _tuple_field(name):
-        separator = "|"  # hidden=64,32 is one option
-    options = [part.strip() for part in text.split(separator)]
-    if not all(options):
-        raise _bad(name, "options separated by ',' or '|'", text)
-    return Choice(tuple(_coerce_option(name, _typed_option(name, option)) for option in options))
-
-
-def _typed_option(name: str, text: str) -> Any:
-    """A choice's text as the field's type: ``none`` is ``None`` only where the field takes
-    ``None``, and a ``str`` field keeps its text (``numeric_embedding=periodic,none``)."""
-    kind = _field_type(name)
-    if text.lower() == "none":
-        return None if ("None" in kind or not kind) else text
-    if kind.startswith("str"):
-        return text
-    return _scalar(text)
-
-
-def _number(name: str, part: str, text: str) -> int | float:
-    try:
-        return int(part)
-    except ValueError:
-        pass
-    try:
-        return float(part)
-    except ValueError as error:
-        raise _bad(name, "numbers in LOW:HIGH", text) from error
-
-
-def _scalar(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _field_type(name: str) -> str:
-    field = config_fields().get(name)
-    return str(field.type) if field is not None else ""
-
-
-def _float_field(name: str) -> bool:
-    """``LOW:HIGH`` of a float field is a float range even when written as integers."""
-    return "float" in _field_type(name)
-
-
-def _tuple_field(name: str) -> bool:
-    return "tuple" in _field_type(name)
-
-
-def _coerce_option(name: str, option: Any) -> Any:
-    """Tuple fields (``hidden``) take ``"64,32"`` or ``[64, 32]``; the rest as given."""
-    if _tuple_field(name) and not isinstance(option, tuple):
-        items = str(option).split(",") if isinstance(option, str) else option
-        items = items if isinstance(items, list | tuple) else [items]
-        try:
-            return tuple(int(str(item).strip()) for item in items)
-        except ValueError as error:
-            raise _bad(name, "comma-separated integers per option", option) from error
-    return option
+        return Choice(tuple(coerce_option(name, option) for option in value))
+    return Choice((coerce_option(name, value),))
 
 
 def suggest(trial, space: Mapping[str, Distribution]) -> dict[str, Any]:
@@ -391,8 +249,8 @@ def to_settings(drawn: Mapping[str, Any]) -> dict[str, Any]:
     if all(name in drawn for name in DERIVED_KEYS):
         settings["hidden"] = (int(drawn["width"]),) * int(drawn["layers"])
     for name, value in list(settings.items()):
-        if _tuple_field(name) and isinstance(value, str):
-            settings[name] = _coerce_option(name, value)
+        if tuple_field(name) and isinstance(value, str):
+            settings[name] = coerce_option(name, value)
     return settings
 
 
@@ -408,38 +266,3 @@ def trial_config(base: TrainConfig, settings: Mapping[str, Any]) -> TrainConfig:
         raise UserInputError(
             f"Invalid trial settings: {error}. Received: {dict(settings)}"
         ) from error
-
-
-def space_document(space: Mapping[str, Distribution]) -> dict[str, dict[str, Any]]:
-    """The space as JSON-ready data that reads back exactly (``space_from_document``)."""
-    document = {}
-    for name, distribution in space.items():
-        if isinstance(distribution, Choice):
-            options = [list(o) if isinstance(o, tuple) else o for o in distribution.options]
-            document[name] = {"choice": options}
-        else:
-            kind = "int" if isinstance(distribution, IntRange) else "float"
-            document[name] = {
-                kind: [distribution.low, distribution.high],
-                "log": distribution.log,
-            }
-    return document
-
-
-def space_from_document(document: Mapping[str, Mapping[str, Any]]) -> dict[str, Distribution]:
-    space: dict[str, Distribution] = {}
-    for name, entry in document.items():
-        if "choice" in entry:
-            space[name] = Choice(
-                tuple(tuple(o) if isinstance(o, list) else o for o in entry["choice"])
-            )
-        elif "int" in entry:
-            space[name] = IntRange(*entry["int"], log=entry["log"])
-        else:
-            space[name] = FloatRange(*entry["float"], log=entry["log"])
-    return space
-
-
-def space_specs(space: Mapping[str, Distribution]) -> dict[str, str]:
-    """``{key: spec string}``: how a space is logged and stored (``parse_spec`` reads it back)."""
-    return {name: distribution.spec() for name, distribution in space.items()}

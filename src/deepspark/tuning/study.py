@@ -181,6 +181,15 @@ def finished_trials(study) -> list:
     ]
 
 
+def count_states(study) -> dict[str, int]:
+    """Finished trials by state: ``complete``, ``pruned``, ``failed``."""
+    counts = {"complete": 0, "pruned": 0, "failed": 0}
+    names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
+    for trial in finished_trials(study):
+        counts[names[trial.state.name]] += 1
+    return counts
+
+
 def abandon_running(study) -> list:
     """Mark trials left RUNNING by a killed process as interrupted failures; return them."""
     optuna = import_optuna()

@@ -30,20 +30,13 @@ from deepspark.config import TrainConfig, make_config
 from deepspark.errors import UserInputError
 from deepspark.models.builders import check_model
 from deepspark.training.prepare import PreparedData, prepare_data
+from deepspark.tuning import report
 from deepspark.tuning import study as studies
-from deepspark.tuning.space import (
-    config_fields,
-    resolve_space,
-    space_document,
-    space_from_document,
-    space_specs,
-)
+from deepspark.tuning.space import config_fields, resolve_space, space_from_document
 
 logger = logging.getLogger("deepspark.tuning")
 RUN_NAME = "tune"
-STORAGE_TAG = "deepspark.tune.storage"
-STUDY_TAG = "deepspark.tune.study"
-SETTINGS_ATTR = "deepspark"  # the study's user attribute with what resume needs
+STORAGE_TAG, STUDY_TAG, SETTINGS_ATTR = report.STORAGE_TAG, report.STUDY_TAG, report.SETTINGS_ATTR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +79,7 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         document = dataclasses.asdict(self)
-        document["best_settings"] = _json_ready(self.best_settings)
+        document["best_settings"] = report.json_ready(self.best_settings)
         return document
 
 
@@ -294,9 +287,9 @@ def _open_search(active, prepared, plan, resume_run, options):
             sampler=sampler,
             pruner=pruner,
         )
-        study.set_user_attr(SETTINGS_ATTR, _stored_settings(prepared, plan))
+        study.set_user_attr(SETTINGS_ATTR, report.stored_settings(prepared, plan))
         plan["storage"] = storage
-        _log_parent_start(prepared, plan, storage, name, options)
+        report.log_search_start(prepared, plan, storage, name, options)
     else:
         tags = resume_run.data.tags
         study = studies.load_study(
@@ -316,55 +309,6 @@ def _open_search(active, prepared, plan, resume_run, options):
         timeout=options["timeout"],
     )
     return search, pruner
-
-
-def _stored_settings(prepared: PreparedData, plan: dict[str, Any]) -> dict[str, Any]:
-    """What resume needs, kept in the study itself."""
-    config = prepared.config.to_dict()
-    if Path(config["data"]).exists():
-        config["data"] = str(Path(config["data"]).resolve())
-    model = plan["model"]
-    return {
-        "config": _json_ready(config),
-        "space": space_document(plan["space"]),
-        "metric": plan["objective"].metric,
-        "trials": plan["trials"],
-        "fingerprint": prepared.fingerprint,
-        "model": model if model is None or isinstance(model, str) else None,
-    }
-
-
-def _log_parent_start(prepared, plan, storage: str, name: str, options) -> None:
-    import mlflow
-
-    from deepspark._backend import backend_name
-
-    searched = set(plan["space"]) | ({"hidden"} if "layers" in plan["space"] else set())
-    fixed = {k: v for k, v in prepared.config.to_params().items() if k not in searched}
-    objective = plan["objective"]
-    mlflow.log_params(fixed)
-    mlflow.log_params(
-        {
-            "tune_trials": plan["trials"],
-            "tune_metric": objective.metric,
-            "tune_direction": objective.direction,
-            "tune_timeout": options["timeout"] or "",
-            "tune_spark": options["spark"],
-            "task_resolved": prepared.schema.task,
-            **{f"space_{key}": spec for key, spec in space_specs(plan["space"]).items()},
-            **{f"rows_{split}": count for split, count in prepared.split.sizes().items()},
-        }
-    )
-    mlflow.set_tags(
-        {
-            STORAGE_TAG: storage,
-            STUDY_TAG: name,
-            "deepspark.task": prepared.schema.task,
-            "deepspark.kind": prepared.schema.kind,
-            "deepspark.keras_backend": backend_name(),
-            "deepspark.tune.role": "search",
-        }
-    )
 
 
 def _run_trials(search, pruner, options) -> None:
@@ -403,7 +347,7 @@ def _finish(search, plan: dict[str, Any], started: float) -> TuneResult:
         raise no_trial_error(search.study)
     best_settings = log_search_report(search, best)
     trained = _retrain_best(search, best_settings, model=plan["model"])
-    counts = _counts(search.study)
+    counts = studies.count_states(search.study)
     return TuneResult(
         run_id=search.parent_run_id,
         best_run_id=trained.run_id,
@@ -444,14 +388,6 @@ def _retrain_best(search, best_settings: dict[str, Any], *, model: Any):
         {MODEL_URI_TAG: trained.model_uri, "deepspark.tune.best_run_id": trained.run_id}
     )
     return trained
-
-
-def _counts(study) -> dict[str, int]:
-    counts = {"complete": 0, "pruned": 0, "failed": 0}
-    names = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
-    for trial in studies.finished_trials(study):
-        counts[names[trial.state.name]] += 1
-    return counts
 
 
 def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **options) -> TuneResult:
@@ -501,9 +437,3 @@ def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **opti
 def _known_fields(document: dict[str, Any]) -> dict[str, Any]:
     fields = config_fields()
     return {key: value for key, value in document.items() if key in fields}
-
-
-def _json_ready(document: dict[str, Any]) -> dict[str, Any]:
-    return {
-        key: list(value) if isinstance(value, tuple) else value for key, value in document.items()
-    }

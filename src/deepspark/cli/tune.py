@@ -63,13 +63,14 @@ def tune(space_entries, fixed_entries, model_name, as_json, **options) -> None:
     Default space: layers 1:4, width 16:512:log (hidden = width x layers), dropout 0:0.5,
     lr 1e-4:1e-2:log, and weight_decay, embeddings, k when the network has them.
     """
+    from deepspark.tuning.spec import scalar
     from deepspark.workflows.tune import tune as run_search
 
     space = _parse_entries(space_entries, "--space", "lr=1e-4:1e-1:log")
     fixed = _parse_entries(fixed_entries, "--set", "activation=gelu")
     settings = {name: value for name, value in options.items() if value is not None}
     for key, text in fixed.items():
-        value = _scalar(text)
+        value = scalar(text)
         if value is None:  # KEY=none: the default (None) stays, out of the space
             space.setdefault(key, None)
         else:
@@ -114,12 +115,6 @@ def _parse_entries(entries, option: str, example: str) -> dict[str, str]:
             )
         parsed[key.strip().replace("-", "_")] = text.strip()
     return parsed
-
-
-def _scalar(text: str):
-    from deepspark.config import parse_options
-
-    return parse_options(f"value={text}")["value"]
 
 
 def _plain(value) -> str:

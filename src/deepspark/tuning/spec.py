@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from deepspark.config import TrainConfig
+from deepspark.config import TrainConfig, parse_options
 from deepspark.tuning.distributions import (
     Choice,
     Distribution,
@@ -56,7 +56,7 @@ def _typed_option(name: str, text: str) -> Any:
         return None if ("None" in kind or not kind) else text
     if kind.startswith("str"):
         return text
-    return _scalar(text)
+    return scalar(text)
 
 
 def _number(name: str, part: str, text: str) -> int | float:
@@ -70,18 +70,10 @@ def _number(name: str, part: str, text: str) -> int | float:
         raise bad_entry(name, "numbers in LOW:HIGH", text) from error
 
 
-def _scalar(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def scalar(text: str) -> Any:
+    """``true`` / ``false``, ``none``, integers and floats converted; other text as it is (the
+    conversion of ``--base-option`` values)."""
+    return parse_options(f"value={text}")["value"]
 
 
 def _field_type(name: str) -> str:

@@ -61,7 +61,8 @@ def tune(space_entries, fixed_entries, model_name, as_json, **options) -> None:
     test split once. Each trial is an MLflow child run of the search's run.
 
     Default space: layers 1:4, width 16:512:log (hidden = width x layers), dropout 0:0.5,
-    lr 1e-4:1e-2:log, and weight_decay, embeddings, k when the network has them.
+    lr 1e-4:1e-2:log, and weight_decay 1e-6:1e-2:log, numeric_embedding (embeddings on/off) and
+    ensemble_size 1,8,32 (k) when TrainConfig has them (see deepspark.tuning.space).
     """
     from deepspark.tuning.spec import scalar
     from deepspark.workflows.tune import tune as run_search

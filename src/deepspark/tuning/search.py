@@ -201,22 +201,24 @@ def _log_parent_progress(search: Search, number: int, outcome: TrialOutcome) -> 
 
 def _log_line(search: Search, started: StartedTrial, outcome: TrialOutcome) -> None:
     finished = len(studies.finished_trials(search.study))
-    value = f"{search.objective.metric}={outcome.value:.5g}" if outcome.value is not None else ""
+    if outcome.value is not None:
+        result = f"{search.objective.metric}={outcome.value:.5g}"
+    else:
+        result = outcome.reason or "no value"
     best = studies.best_trial(search.study)
     best_text = f" (best {best.value:.5g}, trial {best.number})" if best is not None else ""
     drawn = " ".join(f"{key}={_short(value)}" for key, value in started.trial.params.items())
     logger.info(
-        "trial %d (%d/%d) %s %s%s: %s; %d epochs, %.1fs%s",
+        "trial %d (%d/%d) %s %s%s: %s; %d epochs, %.1fs",
         started.trial.number,
         finished,
         search.trials,
         outcome.state,
-        value,
+        result,
         best_text,
         drawn,
         outcome.epochs,
         outcome.seconds,
-        f"; {outcome.reason}" if outcome.reason and outcome.state == FAIL else "",
     )
 
 

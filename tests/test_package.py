@@ -31,6 +31,7 @@ def test_public_api():
     assert set(deepspark.__all__) == {
         "TrainConfig",
         "TrainResult",
+        "TuneResult",
         "__version__",
         "classify",
         "explain",
@@ -42,6 +43,7 @@ def test_public_api():
         "log_pretrained",
         "predict",
         "train",
+        "tune",
         "visualize",
     }
     for name in deepspark.__all__:

@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TuneResult",
     "__version__",
     "classify",
     "explain",
@@ -40,6 +41,7 @@ __all__ = [
     "log_pretrained",
     "predict",
     "train",
+    "tune",
     "visualize",
 ]
 
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from deepspark.workflows.lr_find import find_learning_rate
     from deepspark.workflows.pretrained import log_pretrained
     from deepspark.workflows.train import TrainResult, train
+    from deepspark.workflows.tune import TuneResult, tune
     from deepspark.workflows.visualize import visualize
 
 _LAZY = {
@@ -70,6 +73,8 @@ _LAZY = {
     "classify": "deepspark.workflows.classify",
     "featurize": "deepspark.workflows.featurize",
     "log_pretrained": "deepspark.workflows.pretrained",
+    "tune": "deepspark.workflows.tune",
+    "TuneResult": "deepspark.workflows.tune",
     "find_learning_rate": "deepspark.workflows.lr_find",
 }
 

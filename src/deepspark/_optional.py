@@ -13,7 +13,7 @@ _EXTRAS = {
     "shap": "explain",
     "lime": "explain",
     "horovod": "horovod",
-    "optuna": "all",
+    "optuna": "tune",
 }
 
 

@@ -20,6 +20,7 @@ from deepspark.cli.output import (
 from deepspark.cli.pretrained import classify as classify_command
 from deepspark.cli.pretrained import featurize as featurize_command
 from deepspark.cli.pretrained import log_pretrained as log_pretrained_command
+from deepspark.cli.tune import tune as tune_command
 from deepspark.cli.visualize import visualize as visualize_command
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -287,6 +288,7 @@ cli.add_command(lr_find_command)
 cli.add_command(classify_command)
 cli.add_command(featurize_command)
 cli.add_command(log_pretrained_command)
+cli.add_command(tune_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,26 +64,58 @@ def test_the_float_view_of_a_uint8_model_predicts_the_same(fixture, request):
     assert floats.trainable_variables or floats.non_trainable_variables  # weights shared
 
 
+@pytest.fixture(scope="module")
+def zoo_model():
+    """An ImageNet-style zoo network with its own top (MobileNetV2 alpha 0.35, random weights,
+    64 px, 1000 classes): the softmax Dense sits inside the nested network."""
+    from deepspark.models.applications import build_pretrained
+
+    keras.utils.set_random_seed(3)
+    network = build_pretrained(
+        "mobilenet_v2", weights=None, include_top=True, image_size=(64, 64),
+        base_options={"alpha": 0.35},
+    )  # fmt: skip
+    labels = tuple(f"class{index}" for index in range(1000))
+    return DeepsparkModel(network, image_schema(64, labels), {})
+
+
+def _pooled_dense_parts(model):
+    """The last block's activations (computed without deepspark) and the final Dense kernel."""
+    network = model.keras_model
+    nested = [layer for layer in network.layers if isinstance(layer, keras.Model)][-1]
+    features = keras.Model(nested.inputs, nested.get_layer("out_relu").output)
+    dense = [layer for layer in (*nested.layers, *network.layers) if layer.name in
+             ("predictions", "probability")][0]  # fmt: skip
+    return nested.name, features, network.get_layer("preprocess"), dense
+
+
 @pytest.mark.parity
-def test_gradcam_inside_a_pretrained_base_equals_cam_of_its_pooled_dense_head(transfer_model):
+@pytest.mark.parametrize(
+    ("fixture", "label"), [("transfer_model", "wasp"), ("zoo_model", "class7")]
+)
+def test_gradcam_inside_a_pretrained_network_equals_cam_of_its_pooled_dense_head(
+    fixture, label, request
+):
     """Pooling + dense after the last convolution: d logit_c / dA = W[:, c] / (h * w), so
     Grad-CAM is ReLU(A . W[:, c]) / (h * w) (Zhou et al.'s CAM), computed here independently."""
+    model = request.getfixturevalue(fixture)
     images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3)).astype(np.uint8)
-    explainer = _explainer(transfer_model, "gradcam", explained_class="wasp")
+    explainer = _explainer(model, "gradcam", explained_class=label)
     explanation = explainer.explain(image_frame(images))
+    nested, features, preprocess, dense = _pooled_dense_parts(model)
     assert explanation.details["layer"] == "out_relu"
-    assert explanation.details["layer_inside"] == "base"
+    assert explanation.details["layer_inside"] == nested
     assert explanation.details["score"] == "logit"
-    network = transfer_model.keras_model
-    scaled = network.get_layer("preprocess")(images.astype("float32"))
-    activations = keras.ops.convert_to_numpy(network.get_layer("base")(scaled, training=False))
-    kernel = keras.ops.convert_to_numpy(network.get_layer("probability").kernel)
+    scaled = preprocess(images.astype("float32"))
+    activations = keras.ops.convert_to_numpy(features(scaled, training=False))
+    kernel = keras.ops.convert_to_numpy(dense.kernel)
     height, width = activations.shape[1:3]
-    cam = np.maximum(activations @ kernel[:, CLASSES3.index("wasp")], 0) / (height * width)
+    column = model.schema.class_labels.index(label)
+    cam = np.maximum(activations @ kernel[:, column], 0) / (height * width)
     expected = resize_maps(cam, (64, 64))
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(explanation.attributions, expected, rtol=1e-4, atol=1e-6)
-    assert explanation.explained_class == ["wasp", "wasp"]
+    assert explanation.explained_class == [label, label]
 
 
 def test_layers_can_be_chosen_and_bad_ones_are_named(small_cnn):

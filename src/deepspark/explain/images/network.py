@@ -210,22 +210,34 @@ def _features(chain, chosen):
     return keras.Model(images, tensor, name="gradcam_features")
 
 
+def _final_dense(outer):
+    """``(network, layer)``: the Dense layer that produces the model's output and the (possibly
+    nested) network holding it, when it ends in a sigmoid or softmax; else ``(None, None)``."""
+    network = outer
+    while True:
+        last = network.layers[-1]
+        if isinstance(last, keras.Model):
+            node = _call_node(network, last)
+            if node is None or node.output_tensors[0] is not network.outputs[0]:
+                return None, None
+            network = last
+            continue
+        activation = getattr(getattr(last, "activation", None), "__name__", "")
+        if isinstance(last, keras.layers.Dense) and activation in ("sigmoid", "softmax"):
+            if last.output is network.outputs[0]:
+                return network, last
+        return None, None
+
+
 def _head(chain, chosen, *, binary: bool):
     """``chosen``'s output -> class scores, composed back out of the nesting."""
-    outer = chain[0]
-    last = outer.layers[-1]
-    logits = (
-        isinstance(last, keras.layers.Dense)
-        and getattr(last.activation, "__name__", "") in ("sigmoid", "softmax")
-        and last.output is outer.outputs[0]
-    )
+    owner, last = _final_dense(chain[0])
+    logits = owner is not None and any(network is owner for network in chain)
     activations = keras.Input(chosen.output.shape[1:], name="activations")
     tensor, start = activations, chosen.output
     for depth in range(len(chain) - 1, -1, -1):
         network = chain[depth]
-        end = network.outputs[0]
-        if depth == 0 and logits:
-            end = last.input
+        end = last.input if logits and network is owner else network.outputs[0]
         if start is not end:
             tensor = keras.Model(start, end)(tensor)
         if depth:

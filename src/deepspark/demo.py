@@ -56,8 +56,11 @@ def main() -> None:
         output=OUTPUT / "explanation",
         overwrite=True,
     )
-    log.info("6/7 images: a small CNN on 300 generated images (2 epochs), scored with Spark")
-    images, image_result, image_summary = _image_step()
+    log.info(
+        "6/7 images: a small CNN on 300 generated images (2 epochs), scored with Spark, "
+        "one Grad-CAM overlay"
+    )
+    images, image_result, image_summary, cams = _image_step()
     log.info("7/7 done")
 
     uri = mlflow.get_tracking_uri()
@@ -78,6 +81,8 @@ def main() -> None:
         f"batch 16 per worker, test RMSE {distributed.metrics['test_rmse']:.2f}",
         f"  images        {images}: CNN run {image_result.run_id}, test accuracy "
         f"{image_result.metrics['test_accuracy']:.2f}; Spark: {image_summary}",
+        f"  grad-cam      {Path(cams.outputs['overlays']) / 'row0.png'} (layer "
+        f"{cams.summary['details']['layer']}; page {cams.outputs['index_html']})",
         f"  tracking      {uri}",
         "",
         "Next:",
@@ -88,6 +93,8 @@ def main() -> None:
         f"  deepspark explain --model {result.model_uri} --data FILE --method kernel --output DIR",
         "  deepspark train --data PHOTOS_FOLDER --model cnn --image-size 64 --augment",
         f"  deepspark visualize --model {image_result.model_uri} --image FILE --output DIR",
+        f"  deepspark explain --model {image_result.model_uri} --data FOLDER --method gradcam "
+        "--output DIR",
         f"  mlflow ui --backend-store-uri {uri}   # then open http://127.0.0.1:5000",
     ]
     sys.stdout.write("\n".join(lines) + "\n")
@@ -117,8 +124,9 @@ def _spark_step(model_uri: str, to_score: Path) -> tuple[Path, str]:
 
 
 def _image_step():
-    """Train a small CNN on generated images (stripes vs rings vs dots) and score the folder
-    with Spark through binaryFile; returns the folder, the run and a one-line summary."""
+    """Train a small CNN on generated images (stripes vs rings vs dots), explain one image with
+    Grad-CAM and score the folder with Spark through binaryFile; returns the folder, the run, a
+    one-line summary and the explanation."""
     import deepspark
     from deepspark.spark import get_session
     from deepspark.spark.jobs import score_to_parquet
@@ -127,6 +135,10 @@ def _image_step():
     result = deepspark.train(
         str(folder), model="cnn", filters=(16, 32), epochs=2, batch_size=16, run_name="demo-cnn"
     )
+    cams = deepspark.explain(
+        result.model_uri, str(folder), method="gradcam", rows=1, output=OUTPUT / "gradcam",
+        overwrite=True,
+    )  # fmt: skip
     output = OUTPUT / "images_scored_spark"
     score_to_parquet(str(folder), result.model_uri, output=str(output), overwrite=True)
     spark = get_session("local[2]")
@@ -134,7 +146,7 @@ def _image_step():
     bad = scored.where("error IS NOT NULL").count()
     summary = f"{scored.count()} files -> {output} ({bad} bad file reported in 'error')"
     spark.stop()
-    return folder, result, summary
+    return folder, result, summary, cams
 
 
 def _generated_images(folder: Path, per_class: int = 100) -> Path:

@@ -39,5 +39,7 @@ def test_demo_end_to_end(workdir):
     assert len(pd.read_csv(workdir / "demo-output" / "explanation" / "attributions.csv")) == 50
     accuracy = float(re.search(r"CNN run [0-9a-f]{32}, test accuracy (\S+);", done.stdout).group(1))
     assert accuracy >= 0.8  # three generated kinds of image, two epochs
+    overlay = re.search(r"grad-cam\s+(\S+row0\.png)", done.stdout).group(1)
+    assert os.path.getsize(overlay) > 0
     images = pd.read_parquet(workdir / "demo-output" / "images_scored_spark")
     assert len(images) == 301 and images["error"].notna().sum() == 1

@@ -53,11 +53,12 @@ def input_gradients(model, points: np.ndarray, columns: np.ndarray) -> np.ndarra
 
     Args:
         model: A single-input Keras model with a (rows, outputs) output.
-        points: Float inputs, (rows, width).
+        points: Float inputs, (rows, ...): any shape after the rows axis (a table's
+            (rows, width), an image model's (rows, height, width, channels)).
         columns: The output column to differentiate for each row, (rows,) integers.
 
     Returns:
-        (rows, width) float64 gradients.
+        float64 gradients of the shape of ``points``.
     """
     if len(points) == 0:
         return np.zeros(points.shape, dtype=np.float64)

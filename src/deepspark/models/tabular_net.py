@@ -14,6 +14,14 @@ scaling, standardization, missing-value indicators, one-hot or embedded categori
 
 Everything is a registered Keras layer inside the model, so the logged artifact, Spark scoring,
 serving and explanations treat it like any other deepspark model.
+
+Measured with default settings (``benchmarks/bench_tabular_suite.py``, seeds 42, 7, 123, the
+same splits for every contender, 2 shared CPU cores): California housing test RMSE $47.5k
+(spread $3.1k) against $48.1k for scikit-learn's HistGradientBoosting, $48.2k for its random
+forest and $51.7k for ``mlp``; 1.5 % better than the better tree on average over California,
+diabetes, breast cancer, wine and digits, at about 7 times ``mlp``'s training time. Without the
+periodic embeddings California loses about 5 %, with one member instead of 8 about 3 % (one
+seed); on digits (small-integer pixel columns) the embeddings cost 0.6 points of accuracy.
 """
 
 from __future__ import annotations

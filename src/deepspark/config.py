@@ -234,6 +234,14 @@ def _validate_tabular_net(config: TrainConfig) -> None:
     """The settings ``tabular_net`` and the optimizer's schedule read."""
     _check_choice("numeric_embedding", config.numeric_embedding, NUMERIC_EMBEDDINGS)
     _check_choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
+    distributed_rate = config.warmup_epochs or (config.scale_lr and config.workers > 1)
+    if config.lr_schedule == "cosine" and (distributed_rate or config.fine_tune_layers):
+        raise _invalid(
+            "lr_schedule",
+            "a cosine schedule owns the learning rate, which warmup, --scale-lr on several "
+            "workers and fine-tuning change; use --lr-schedule plateau with those",
+            config.lr_schedule,
+        )
     decay = config.weight_decay
     if decay is not None and not (
         isinstance(decay, int | float) and math.isfinite(decay) and decay >= 0

@@ -194,12 +194,6 @@ def test_train_logs_a_model_whose_gradient_explanations_are_additive(regression_
     assert explained.summary["max_additivity_error"] <= 0.01
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deepspark.models.loader imports deepspark.models.preprocessing only; it must also "
-    "import deepspark.models.tabular_layers (one line) so tabular_net models load in a fresh "
-    "process (predict, serving, Spark executors, --resume). Remove this marker with that line.",
-)
 def test_a_saved_network_loads_in_a_fresh_process(tmp_path):
     schema, inputs, stats = prepared(rows=50)
     model = build_tabular_net(schema, stats, TrainConfig(data="x", **SMALL))

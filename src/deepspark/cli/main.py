@@ -60,7 +60,8 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option(
     "--model",
     "model_name",
-    help="mlp, cnn or transfer (default: mlp for tables, cnn for images, transfer with --base).",
+    help="tabular_net, mlp, cnn or transfer (default: tabular_net for tables, cnn for images, "
+    "transfer with --base).",
 )
 @click.option("--task", help="regression, binary or multiclass (default: inferred).")
 @click.option("--exclude", help="Comma-separated columns to leave out of the features.")
@@ -114,6 +115,12 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--fine-tune-lr", type=float, help="Fine-tuning learning rate (default lr/10).")
 @click.option("--fine-tune-epochs", type=int, help="Most fine-tuning epochs (default 10).")
 @click.option("--class-weight", help="balanced: weight each class's loss by its rarity.")
+@click.option(
+    "--ensemble-size", type=int, help="tabular_net: ensemble members sharing most weights (8)."
+)
+@click.option("--numeric-embedding", help="tabular_net: periodic (default) or none.")
+@click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
+@click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")

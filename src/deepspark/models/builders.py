@@ -4,9 +4,10 @@ A builder is a function ``builder(context) -> keras.Model`` that returns an unco
 taking deepspark's encoded inputs (``context.schema`` names them) and producing the task's
 output; ``deepspark.train(..., model=...)`` accepts:
 
-- ``None`` or a registered name: a builder from the registry (``"mlp"``, the default for
-  tables; ``"tabular_net"``, robust scaling, periodic numeric embeddings and an efficient
-  ensemble, see ``deepspark.models.tabular_net``; ``"cnn"`` and ``"transfer"`` for images);
+- ``None`` or a registered name: a builder from the registry (``"tabular_net"``, the default
+  for tables: robust scaling, periodic numeric embeddings and an efficient ensemble, see
+  ``deepspark.models.tabular_net``; ``"mlp"``, the plain network; ``"cnn"`` and ``"transfer"``
+  for images);
 - a builder function;
 - a ``keras.Model`` *body*: deepspark puts its preprocessing in front (the body receives the
   encoded feature vector) and the task's head behind (the body's output is the last hidden
@@ -47,10 +48,9 @@ Builder = Callable[[BuildContext], Any]
 _BUILDERS: dict[str, Builder] = {}
 _TAKES: dict[str, tuple[str, ...]] = {}  # name -> the data kinds it builds for
 #: The builder used when ``model`` is not given, per data kind. ``tabular_net`` beats ``mlp``
-#: and scikit-learn's tree ensembles on California housing (benchmarks/bench_tabular_suite.py);
-#: it becomes the tables' default once the model loader registers its layers
-#: (``deepspark.models.tabular_layers``) in every process that loads a model.
-DEFAULT_MODELS = {"tabular": "mlp", "image": "cnn"}
+#: and scikit-learn's tree ensembles on California housing and on average over the suite of
+#: benchmarks/bench_tabular_suite.py (3 seeds), so it is the tables' default.
+DEFAULT_MODELS = {"tabular": "tabular_net", "image": "cnn"}
 
 
 def register_builder(name: str, builder: Builder, *, takes: tuple[str, ...] = ("tabular",)):
@@ -81,7 +81,7 @@ def check_model(model: Any, kind: str | None = None) -> None:
 
 def default_model(kind: str, config: TrainConfig) -> str:
     """The builder used when no ``model`` is given: ``transfer`` with a pretrained ``base``,
-    else the kind's default (``mlp`` for tables, ``cnn`` for images)."""
+    else the kind's default (``tabular_net`` for tables, ``cnn`` for images)."""
     return "transfer" if config.base else DEFAULT_MODELS[kind]
 
 

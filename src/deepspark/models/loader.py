@@ -21,6 +21,7 @@ def load_keras_model(source: str | Path | bytes, *, compile: bool = True, trust_
         The Keras model, on the backend Keras runs on (artifacts are backend-neutral).
     """
     import deepspark.models.preprocessing  # noqa: F401  registers deepspark's layers and losses
+    import deepspark.models.tabular_layers  # noqa: F401  registers tabular_net's layers
     from deepspark._backend import import_keras
 
     keras = import_keras()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,7 @@ def build_compiled_model(prepared: PreparedData):
         config,
         target_center=prepared.target_center,
         target_scale=prepared.target_scale,
+        numeric_train=numeric,
     )
     model = build_model(context, prepared.builder)
     compile_model(model, prepared, config.lr)
@@ -91,10 +93,17 @@ def build_compiled_model(prepared: PreparedData):
 
 def compile_model(model, prepared: PreparedData, lr: float | None) -> None:
     """(Re)compile ``model`` with a fresh optimizer at ``lr`` and the task's loss and metrics."""
+    config = prepared.config
     loss, metrics = loss_and_metrics(prepared)
-    model.compile(
-        optimizer=make_optimizer(prepared.config.optimizer, lr), loss=loss, metrics=metrics
+    steps_per_epoch = math.ceil(len(prepared.targets["train"]) / config.batch_size)
+    optimizer = make_optimizer(
+        config.optimizer,
+        lr,
+        weight_decay=config.weight_decay,
+        schedule=config.lr_schedule,
+        total_steps=steps_per_epoch * config.epochs,
     )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
 def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
@@ -174,7 +183,7 @@ def default_callbacks(
         monitor="val_loss", patience=config.patience, restore_best_weights=True
     )
     stateful = {"early_stopping": early_stopping}
-    if config.reduce_lr:
+    if config.reduce_lr and config.lr_schedule == "plateau":
         stateful["reduce_lr"] = ds_callbacks.ResumableReduceLROnPlateau(
             monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-6
         )

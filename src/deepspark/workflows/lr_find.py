@@ -74,6 +74,8 @@ def find_learning_rate(
     check_range_settings(min_lr=min_lr, max_lr=max_lr, steps=steps)
     output = _check_output(output)
     config = make_config({"data": data, "target": target, "tracking_uri": tracking_uri, **settings})
+    # The range test sets the rate every step: a schedule would own it.
+    config = dataclasses.replace(config, lr_schedule="constant")
     check_model(model)
     use_backend(config.keras_backend)
     prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)

@@ -136,3 +136,22 @@ def test_fine_tune_in_one_call_finds_a_rate_then_trains_both_phases(workdir):
         m.value for m in mlflow.MlflowClient().get_metric_history(result.run_id, "learning_rate")
     ]
     assert rates == pytest.approx([rate, rate / 10, rate / 10])
+
+
+@pytest.mark.parity
+def test_a_training_step_after_unfreezing_leaves_batch_norm_statistics_alone():
+    from deepspark.data.image_inputs import image_schema
+    from deepspark.data.schema import ImageSpec
+    from deepspark.models.transfer import build_transfer, unfreeze_top
+
+    config = make_config({"data": "x", **BASE})
+    schema = image_schema(ImageSpec(32, 32, 3), target="y", task="binary", class_labels=("a", "b"))
+    model = build_transfer(schema, config)
+    trainable = unfreeze_top(model, "all")
+    assert trainable > 0
+    before = batch_norm_statistics(model)
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    model.train_on_batch(pixels, np.array([0, 1] * 4, dtype="float32").reshape(-1, 1))
+    for old, new in zip(before, batch_norm_statistics(model), strict=True):
+        np.testing.assert_array_equal(old, new)  # a BatchNorm in training mode would move them

@@ -5,10 +5,11 @@
     uint8 image -> [augmentation, training only] -> the base's preprocess_input
       -> base network (called with training=False) -> global average pooling -> dropout -> head
 
-The base is called with ``training=False`` when the model is built, so its BatchNorm layers use
-their ImageNet statistics in every phase, also after they are unfrozen for fine-tuning: the
-documented Keras pitfall (fine-tuning with BatchNorm in training mode wrecks the statistics
-the base learned) cannot happen. Freezing and unfreezing are ``freeze_base`` /
+The base's BatchNorm layers use their ImageNet statistics in every phase: frozen with the base
+in the head phase, and kept frozen (inference mode, scale and offset fixed) when the rest of
+the base is unfrozen for fine-tuning (``unfreeze_top``), so the documented Keras pitfall
+(fine-tuning with BatchNorm in training mode wrecks the statistics the base learned) cannot
+happen. Freezing and unfreezing are ``freeze_base`` /
 ``unfreeze_top``; the training phases live in ``deepspark.training.transfer``.
 """
 
@@ -77,13 +78,17 @@ def freeze_base(model: keras.Model) -> None:
 
 
 def unfreeze_top(model: keras.Model, count: int | str) -> int:
-    """Unfreeze the top ``count`` layers of the base (``"all"``: every layer); returns how many
-    layers that hold weights are trainable now. BatchNorm layers keep inference mode (the base
-    is called with ``training=False``); their scale and offset train like other weights."""
+    """Unfreeze the top ``count`` layers of the base (``"all"``: every layer) except its
+    BatchNorm layers; returns how many layers that hold weights are trainable now.
+
+    BatchNorm layers stay frozen: a frozen BatchNorm runs in inference mode with its ImageNet
+    statistics. (Calling the base with ``training=False`` is not enough on Keras 3: ``fit``'s
+    ``training=True`` reaches the nested layers, keras-team/keras#20285.)"""
     network = base_network(model)
     network.trainable = True
     weighted = [layer for layer in network.layers if layer.weights]
     frozen = [] if count == "all" else weighted[: max(0, len(weighted) - int(count))]
+    frozen += [layer for layer in weighted if isinstance(layer, layers.BatchNormalization)]
     for layer in frozen:
         layer.trainable = False
-    return len(weighted) - len(frozen)
+    return len(set(map(id, weighted)) - set(map(id, frozen)))

@@ -7,8 +7,8 @@
    ``fine_tune_epochs`` more epochs. Early stopping starts from the head phase's best
    validation loss, so fine-tuning that does not help leaves the head phase's weights.
 
-BatchNorm layers of the base stay in inference mode in both phases (the base is called with
-``training=False``; see ``models.transfer``). Epochs are numbered across both phases. Every
+BatchNorm layers of the base stay frozen, in inference mode, in both phases (see
+``models.transfer.unfreeze_top``). Epochs are numbered across both phases. Every
 checkpoint records its phase; a resumed run continues in the phase it was killed in (the
 fine-tuning phase saves its own ``.keras`` file: other trainable layers, another optimizer).
 """

@@ -51,7 +51,6 @@ Usage: ``python benchmarks/bench_images.py --json`` (one JSON object on stdout).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -64,8 +63,10 @@ from pathlib import Path
 
 import numpy as np
 
-# The epoch timer of the tabular fit benchmark (this folder is on sys.path when run as a script).
+# The tabular fit benchmark's epoch timer, and the accuracy check's way of putting a callback in
+# front of deepspark's own (this folder is on sys.path when run as a script).
 from bench_fit_overhead import epoch_timer
+from cifar_accuracy import first_callback
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -191,24 +192,6 @@ def decode_part(cifar: Path, repeats: int) -> dict:
 # -- 2. CNN training ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def timed_epochs(timer):
-    """Put ``timer`` in front of deepspark's callbacks for fits inside this block (a wrapper
-    around ``fit.run_fit``; nothing in deepspark changes)."""
-    from deepspark.training import fit as fit_module
-
-    run_fit = fit_module.run_fit
-
-    def timed_run_fit(*args, first_callbacks=(), **kwargs):
-        return run_fit(*args, first_callbacks=(timer, *first_callbacks), **kwargs)
-
-    fit_module.run_fit = timed_run_fit
-    try:
-        yield
-    finally:
-        fit_module.run_fit = run_fit
-
-
 def train_settings(folder: Path, epochs: int, tracking_uri: str) -> dict:
     """deepspark's defaults for an image folder, a fixed number of epochs (no early stop)."""
     return {
@@ -226,7 +209,7 @@ def deepspark_training(settings: dict) -> dict:
 
     timer = epoch_timer()
     arguments = {key: value for key, value in settings.items() if key != "data"}
-    with timed_epochs(timer):
+    with first_callback(timer):
         result = deepspark.train(settings["data"], **arguments)
     rows = result.rows["train"]
     return {

@@ -43,7 +43,8 @@ history), ``cnn_minus_mlp_points``, the goals with pass flags, and how much of t
 got: the 1-minute load average at start and end, and ``cpu_share`` (this process's CPU seconds /
 (seconds x cores)): a machine busy with other work trains fewer epochs in the budget.
 
-Usage: ``python benchmarks/cifar_accuracy.py --json`` (about 20 minutes: two 10-minute budgets).
+Usage: ``python benchmarks/cifar_accuracy.py --json`` (10 to 20 minutes: two 10-minute budgets,
+the MLP usually stopping early).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ driver). Batches sent to Python are bounded in bytes as well as rows (``image_ba
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from deepspark.data.image_inputs import BINARY_FILE_COLUMN, IMAGE_COLUMN, PATH_COLUMN
@@ -21,6 +22,7 @@ ARROW_ROWS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 #: and decoded pixels held while scoring it.
 DEFAULT_BATCH_BYTES = 64 * 2**20
 _GLOB_CHARACTERS = set("*?[{")
+_FILES_PER_PARTITION = 1024
 _IMAGE_GLOB = (
     "*.{"
     + ",".join(
@@ -69,6 +71,14 @@ def read_image_files(spark, source: str):
             "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
             f"Received: data={text!r}"
         )
+    # binaryFile counts every file as 4 MB (openCostInBytes): small images come ~32 to a
+    # partition, and each Python task costs ~0.1 s. Fewer, fuller partitions (measured: 6,000
+    # CIFAR files scored 5x faster) while keeping every core busy.
+    files = len(frame.inputFiles())
+    parallelism = spark.sparkContext.defaultParallelism
+    partitions = max(parallelism, math.ceil(files / _FILES_PER_PARTITION))
+    if partitions < frame.rdd.getNumPartitions():
+        frame = frame.coalesce(partitions)
     return frame
 
 

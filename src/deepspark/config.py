@@ -258,13 +258,6 @@ def _validate_images(config: TrainConfig) -> None:
         raise _invalid("fine_tune_layers", "give a positive number of layers or 'all'", layers)
     if layers is not None and config.base is None:
         raise _invalid("fine_tune_layers", "fine-tuning needs a pretrained --base", layers)
-    if layers is not None and (config.workers > 1 or config.launcher is not None):
-        raise _invalid(
-            "fine_tune_layers",
-            "distributed training runs the head phase of transfer learning only, not yet the "
-            "fine-tuning phase; leave out --fine-tune-layers, or train on one worker",
-            layers,
-        )
     if config.fine_tune_lr is not None and not (
         math.isfinite(config.fine_tune_lr) and config.fine_tune_lr > 0
     ):

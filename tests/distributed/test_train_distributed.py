@@ -93,19 +93,34 @@ def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):
     assert "Received: collectives='horovod'" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_image_models_train_on_two_workers_from_shards_of_image_references(workdir):
+def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references(workdir):
+    """An image model on 2 workers: the shards hold image references (each rank decodes its
+    own); both transfer-learning phases run distributed, the second from the driver's
+    unfrozen, recompiled model at the fine-tuning rate; BatchNorm statistics stay put."""
+    import numpy as np
+    import pandas as pd
+
     import deepspark
     from deepspark.distributed.shards import IMAGE_SOURCES, ShardSet, read_shard
     from tests.image_data import pattern_folder
+    from tests.training.test_transfer import BASE, batch_norm_statistics
 
-    folder = pattern_folder(workdir / "patterns", per_class=20, size=16)
+    folder = pattern_folder(workdir / "patterns", per_class=20, size=32)
     result = deepspark.train(
-        str(folder), workers=2, filters=(8, 16), epochs=3, batch_size=8, patience=100
-    )
-    assert result.world_size == 2 and result.epochs_completed == 3 and result.bad_images == 1
-    import pandas as pd
-
+        str(folder), workers=2, epochs=2, fine_tune_layers="all", fine_tune_epochs=2,
+        fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
+        lr=0.003, **BASE,
+    )  # fmt: skip
+    assert result.world_size == 2 and result.epochs_completed == 4 and result.bad_images == 1
+    client = mlflow.MlflowClient()
+    rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    assert rates == pytest.approx([0.006, 0.006, 2e-4, 2e-4])  # both x 2 workers (--scale-lr)
+    assert sorted(m.step for m in client.get_metric_history(result.run_id, "val_loss")) == [
+        0, 1, 2, 3
+    ]  # fmt: skip
     model = deepspark.load_model(result.model_uri)
+    for statistics in batch_norm_statistics(model.keras_model):
+        assert np.all((statistics == 0) | (statistics == 1))
     scored = model.predict(pd.DataFrame({"path": [str(folder / "vertical" / "001.png")]}))
     assert scored["error"].isna().all()
     # Each rank's shard holds image references (paths), not decoded pixels.
@@ -115,3 +130,30 @@ def test_image_models_train_on_two_workers_from_shards_of_image_references(workd
     assert set(inputs) == {IMAGE_SOURCES}
     assert str(inputs[IMAGE_SOURCES][0]).endswith((".png", ".jpg"))
     assert len(targets) == len(inputs[IMAGE_SOURCES])
+
+
+def test_a_phase_resumes_only_its_own_checkpoint(tmp_path):
+    """A restarted fine-tuning job resumes its own checkpoint; a fresh one starts from the
+    state the head phase left (the head phase's checkpoint is not its to resume)."""
+    from deepspark.distributed.worker import WorkerJob, _starting_state
+    from deepspark.training.checkpoint import CheckpointStore
+
+    store = CheckpointStore(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 1, "phase": "head"}))
+    start = {"epoch": 1, "phase": "fine_tune", "fine_tune_from_epoch": 2}
+
+    def job(phase, start_state=None):
+        return WorkerJob(
+            config={}, shards=None, initial_model=b"", checkpoint_dir=str(tmp_path),
+            run_id="r", tracking_uri="", start_state=start_state,
+            checkpoint_extras={"phase": phase} if phase else None,
+        )  # fmt: skip
+
+    assert _starting_state(job("head"), store) == ({"epoch": 1, "phase": "head"}, True)
+    assert _starting_state(job("fine_tune", start), store) == (start, False)
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 3, "phase": "fine_tune"}))
+    assert _starting_state(job("fine_tune", start), store) == (
+        {"epoch": 3, "phase": "fine_tune"}, True
+    )  # fmt: skip
+    (tmp_path / "state.json").write_text(json.dumps({"epoch": 4}))
+    assert _starting_state(job(None), store) == ({"epoch": 4}, True)  # a run without phases

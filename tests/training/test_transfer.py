@@ -73,11 +73,6 @@ def test_balanced_class_weights_and_the_fine_tune_rate():
         ({**BASE, "weights": "missing.h5"}, None, r"Weights file not found"),
         ({**BASE, "class_weight": "inverse"}, None, r"Invalid --class-weight"),
         ({**BASE, "base_options": ["alpha"]}, None, r"Invalid --base-option: give KEY=VALUE"),
-        (
-            {**BASE, "fine_tune_layers": 2, "workers": 2},
-            None,
-            r"Invalid --fine-tune-layers: distributed training runs the head phase",
-        ),
     ],
 )
 def test_bad_transfer_settings_are_one_clear_error(workdir, settings, model, message):

@@ -30,6 +30,11 @@ class WorkerJob:
     run_id: str
     tracking_uri: str
     image_spec: dict[str, int] | None = None  # image models: how each rank decodes its images
+    model_file: str | None = None  # the checkpoint's .keras file (a fine-tuning phase has its own)
+    # A phase that starts after another (transfer learning's fine-tuning): the state it continues
+    # from, used unless rank 0 finds a checkpoint of this phase (then the job resumes that).
+    start_state: dict[str, Any] | None = None
+    checkpoint_extras: dict[str, Any] | None = None  # facts every checkpoint records (the phase)
 
 
 def model_to_bytes(model) -> bytes:
@@ -57,15 +62,19 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     keras = import_keras()
     backend = get_backend()
     config = TrainConfig.from_dict(job.config)
-    store = CheckpointStore(job.checkpoint_dir)
+    store = CheckpointStore(job.checkpoint_dir, **_model_file(job))
     # Rank 0 alone reads the checkpoint; the others get its state (and, at train begin, its
     # weights and optimizer state), so only rank 0 needs to see the checkpoint folder.
-    state = backend.broadcast_object(store.read_state() if backend.rank == 0 else None)
+    state, resumed = backend.broadcast_object(
+        _starting_state(job, store) if backend.rank == 0 else None
+    )
     start_epoch = state["epoch"] + 1 if state else 0
     keras.utils.set_random_seed(config.seed + 1000 * backend.rank + start_epoch)
     target_rate = _target_learning_rate(config, backend.size)
     fresh_rate = target_rate / backend.size if config.warmup_epochs else target_rate
-    model = _rank_model(job, store, state, rank=backend.rank, fresh_rate=fresh_rate)
+    model = _rank_model(job, store, state if resumed else None, rank=backend.rank)
+    if not resumed:
+        model.optimizer.learning_rate = fresh_rate
     DistributedOptimizer(model.optimizer, collectives=backend)
     callbacks = _rank_callbacks(job, config, store, state, backend=backend)
     outcome = run_fit(
@@ -112,15 +121,25 @@ def _rank_local_work(backend):
     return contextlib.nullcontext()
 
 
-def _rank_model(job: WorkerJob, store: CheckpointStore, state, *, rank: int, fresh_rate: float):
+def _model_file(job: WorkerJob) -> dict[str, str]:
+    return {"model_file": job.model_file} if job.model_file else {}
+
+
+def _starting_state(job: WorkerJob, store: CheckpointStore) -> tuple[dict | None, bool]:
+    """``(state, resumed)``: the checkpoint of this job's phase, else the job's start state."""
+    stored = store.read_state()
+    phase = (job.checkpoint_extras or {}).get("phase")
+    if stored is not None and stored.get("phase") == phase:
+        return stored, True
+    return job.start_state, False
+
+
+def _rank_model(job: WorkerJob, store: CheckpointStore, resumed_state, *, rank: int):
     """Rank 0 resumes from the checkpoint; the others start from the initial model and receive
-    rank 0's state at train begin. A fresh start sets the (scaled) learning rate."""
-    if state is not None and rank == 0:
-        return store.load_model(state)
-    model = model_from_bytes(job.initial_model)
-    if state is None:
-        model.optimizer.learning_rate = fresh_rate
-    return model
+    rank 0's state at train begin."""
+    if resumed_state is not None and rank == 0:
+        return store.load_model(resumed_state)
+    return model_from_bytes(job.initial_model)
 
 
 def _target_learning_rate(config: TrainConfig, world_size: int) -> float:
@@ -148,6 +167,7 @@ def _rank_callbacks(job, config, store, state, *, backend):
         nan_guard=DistributedNanGuard(),
         writer=writer,
         run_id=job.run_id,
+        extras=job.checkpoint_extras,
     )
     if state is not None:
         early_stopping = callbacks.early_stopping

@@ -28,6 +28,11 @@ def mlflow_metric_names(logs: dict[str, Any]) -> dict[str, float]:
     return named
 
 
+def current_learning_rate(model) -> float:
+    """The optimizer's learning rate now (after this epoch's plateau reduction, if any)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and remembers where it happened.
 
@@ -122,7 +127,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard.failed_at is not None:
             return
-        self.history.append({"epoch": epoch, **mlflow_metric_names(logs or {})})
+        # With the learning rate, so that a run killed before MLflow logged the epoch relogs all
+        # of it on resume.
+        metrics = mlflow_metric_names(logs or {})
+        metrics["learning_rate"] = current_learning_rate(self.model)
+        self.history.append({"epoch": epoch, **metrics})
         early_stopping = self.stateful["early_stopping"]
         best_weights = None
         if early_stopping.best_epoch != self._saved_best_epoch and early_stopping.best_weights:
@@ -171,9 +180,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         import mlflow
 
         metrics = mlflow_metric_names(logs or {})
-        metrics["learning_rate"] = float(
-            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        )
+        metrics["learning_rate"] = current_learning_rate(self.model)
         with deferred_interrupts():
             mlflow.log_metrics(metrics, step=epoch, run_id=self.run_id)
 

@@ -11,12 +11,17 @@ BatchNorm layers of the base stay frozen, in inference mode, in both phases (see
 ``models.transfer.unfreeze_top``). Epochs are numbered across both phases. Every
 checkpoint records its phase; a resumed run continues in the phase it was killed in (the
 fine-tuning phase saves its own ``.keras`` file: other trainable layers, another optimizer).
+
+The phases are run by a ``PhaseRunner``: ``fit_phase`` here on one process; distributed
+training passes its own, which runs each phase on every worker.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from deepspark._backend import import_keras
 from deepspark.models.transfer import unfreeze_top
@@ -48,22 +53,27 @@ def fine_tune_rate(config) -> float:
     return head_rate / 10.0
 
 
-def fit_transfer(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
-    """Both phases (or what is left of them after a resume)."""
+# runner(prepared, store, *, state, model, phase) -> FitOutcome. ``model`` is None to build a
+# fresh model (no state) or to resume from ``store`` (state from it); else the model to train,
+# continuing after ``state`` (a state that starts the phase, see ``continuing_state``).
+PhaseRunner = Callable[..., FitOutcome]
+
+
+def fit_transfer(
+    prepared: PreparedData, store: CheckpointStore, *, runner: PhaseRunner | None = None
+) -> FitOutcome:
+    """Both phases (or what is left of them after a resume), each run by ``runner``
+    (default ``fit_phase``: this process)."""
+    runner = runner or fit_phase
     state = store.read_state()
     if state is not None and state.get("phase") == FINE_TUNE_PHASE:
-        return _fine_tune(prepared, store, state=state)
-    head = _fit_phase(prepared, store, state=state, model=None, phase=HEAD_PHASE)
+        store.model_file = FINE_TUNE_MODEL_FILE
+        return runner(prepared, store, state=state, model=None, phase=FINE_TUNE_PHASE)
+    head = runner(prepared, store, state=state, model=None, phase=HEAD_PHASE)
     if head.diverged_at is not None:
         return head
-    return _fine_tune(prepared, store, state=None, head=head)
-
-
-def _fine_tune(prepared, store, *, state, head: FitOutcome | None = None) -> FitOutcome:
     config = prepared.config
     store.model_file = FINE_TUNE_MODEL_FILE
-    if state is not None:  # resumed inside the fine-tuning phase
-        return _fit_phase(prepared, store, state=state, model=None, phase=FINE_TUNE_PHASE)
     model = head.model  # the head phase's best weights (early stopping restored them)
     trainable = unfreeze_top(model, config.fine_tune_layers)
     rate = fine_tune_rate(config)
@@ -74,11 +84,11 @@ def _fine_tune(prepared, store, *, state, head: FitOutcome | None = None) -> Fit
         rate,
         config.fine_tune_epochs,
     )
-    seed = _continuing_state(head)
-    return _fit_phase(prepared, store, state=seed, model=model, phase=FINE_TUNE_PHASE)
+    seed = continuing_state(head)
+    return runner(prepared, store, state=seed, model=model, phase=FINE_TUNE_PHASE)
 
 
-def _continuing_state(head: FitOutcome) -> dict:
+def continuing_state(head: FitOutcome) -> dict:
     """A state that starts the fine-tuning phase where the head phase ended: epoch numbering,
     history, and early stopping's best (the head phase's best validation loss)."""
     best = next(
@@ -94,13 +104,26 @@ def _continuing_state(head: FitOutcome) -> dict:
     }
 
 
-def _fit_phase(prepared, store, *, state, model, phase: str) -> FitOutcome:
-    config = prepared.config
-    extras = {"phase": phase}
+def phase_settings(config, phase: str, state) -> tuple[Any, dict[str, Any]]:
+    """A phase's settings and the facts its checkpoints record: the fine-tuning phase runs
+    ``fine_tune_epochs`` after the head phase's last epoch, at ``fine_tune_rate``, without
+    warmup."""
+    extras: dict[str, Any] = {"phase": phase}
     if phase == FINE_TUNE_PHASE:
         start = int(state["fine_tune_from_epoch"])
         extras["fine_tune_from_epoch"] = start
-        config = dataclasses.replace(config, epochs=start + config.fine_tune_epochs)
+        config = dataclasses.replace(
+            config,
+            epochs=start + config.fine_tune_epochs,
+            lr=fine_tune_rate(config),
+            warmup_epochs=0,
+        )
+    return config, extras
+
+
+def fit_phase(prepared, store, *, state, model, phase: str) -> FitOutcome:
+    """One phase on this process."""
+    config, extras = phase_settings(prepared.config, phase, state)
     resumed = model is None and state is not None
     if model is None:
         model = store.load_model(state) if resumed else build_compiled_model(prepared)

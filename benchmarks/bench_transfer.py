@@ -28,13 +28,16 @@ local ImageNet weights file (nothing is downloaded), on the ants-vs-bees photos
    ``on_test_begin``, against the loop's training-only epoch; JAX dispatches asynchronously, so
    the boundary is approximate).
 2. **Featurizing** (``featurize``): ``deepspark.spark.ImageFeaturizer`` (the network built
-   once, shipped, loaded once per Python worker) on the photos read with ``binaryFile``,
-   ``local[--cores]``, written to Spark's ``noop`` sink after warming every Python worker (one
-   small task per core); best of two jobs (``coalesced_``: the same on one partition per core,
-   to tell the per-task cost from the rest). And ``deepspark.featurize(..., spark=True,
-   output=<parquet>)`` end to end, best of two (session already running). Against the same
-   network in one process pinned to one CPU (``feature_extractor`` + ``feature_rows``: decode,
-   resize, forward, as the Spark workers do), warmed, best of two passes.
+   once, shipped, loaded once per Python worker) on the photos read with
+   ``deepspark.spark.read_image_files`` (``binaryFile``, coalesced to ~1,000 files per partition
+   and at least one per core), ``local[--cores]``, written to Spark's ``noop`` sink after warming
+   every Python worker (one small task per core); best of two jobs (``coalesced_``: the same on
+   exactly one partition per core; ``raw_binary_file_``: on ``binaryFile``'s own partitions,
+   ~32 photos each, to show the per-task cost that coalescing removes). And
+   ``deepspark.featurize(..., spark=True, output=<parquet>)`` end to end, best of two (session
+   already running). Against the same network in one process pinned to one CPU
+   (``feature_extractor`` + ``feature_rows``: decode, resize, forward, as the Spark workers do),
+   warmed, best of two passes.
    ``fraction_of_limit`` = Spark images/s / (one-core images/s x cores). On a machine shared
    with other work the wall-clock figures depend on how much of the cores each contender got,
    so CPU time is reported too: ``spark_cores_used`` (CPU seconds of the driver, the JVM and
@@ -371,7 +374,13 @@ def featurize_part(folder: Path, scratch: Path, args) -> dict:
     one_core = in_process_one_core(folder, args.timeout)
     spark = spark_figures(folder, scratch, spark_cores, single_thread=args.single_thread_xla)
     rows, limit = spark.pop("rows"), one_core["images_per_s"] * spark_cores
-    names = ("noop", "coalesced_noop", "featurize_call", "single_thread_noop")
+    names = (
+        "noop",
+        "coalesced_noop",
+        "featurize_call",
+        "single_thread_noop",
+        "raw_binary_file_noop",
+    )
     rates = {
         name: rows / min(spark[f"{name}_seconds"]) for name in names if spark.get(name + "_seconds")
     }
@@ -388,6 +397,7 @@ def featurize_part(folder: Path, scratch: Path, args) -> dict:
         "fraction_of_limit": round(rates["noop"] / limit, 3),
         "coalesced_fraction_of_limit": round(rates["coalesced_noop"] / limit, 3),
         "featurize_call_fraction_of_limit": round(rates["featurize_call"] / limit, 3),
+        "raw_binary_file_fraction_of_limit": round(rates["raw_binary_file_noop"] / limit, 3),
         # CPU seconds, not wall: what the cores that Spark got did, whatever else ran.
         "spark_cores_used": round(spark["noop_cpu_seconds"] / min(spark["noop_seconds"]), 2),
         "spark_images_per_cpu_s": round(per_cpu, 1),
@@ -469,8 +479,12 @@ def timed_jobs(spark, stage, folder: Path, spark_cores: int, *, coalesced: bool 
     """Warm every Python worker (one small task per core: each loads the network and
     compiles), then time two jobs into the ``noop`` sink on ``binaryFile``'s partitions, and
     with ``coalesced`` two more on one partition per core."""
-    frame = spark.read.format("binaryFile").load(f"{folder}/*/*/*")
+    from deepspark.spark import read_image_files
+
+    frame = read_image_files(spark, str(folder))  # as deepspark reads images (coalesced)
+    raw = spark.read.format("binaryFile").load(f"{folder}/*/*/*")  # binaryFile's partitions
     figures = {"rows": frame.count(), "input_partitions": frame.rdd.getNumPartitions()}
+    figures["raw_binary_file_partitions"] = raw.rdd.getNumPartitions()
     warm = frame.limit(4 * spark_cores).repartition(spark_cores)
     figures["warm_seconds"] = round(timed_noop(stage.transform(warm)), 1)
     jobs = [timed_noop_with_cpu(stage.transform(frame)) for _ in range(2)]
@@ -479,6 +493,7 @@ def timed_jobs(spark, stage, folder: Path, spark_cores: int, *, coalesced: bool 
     if coalesced:
         merged = stage.transform(frame.coalesce(spark_cores))
         figures["coalesced_noop_seconds"] = [timed_noop(merged) for _ in range(2)]
+        figures["raw_binary_file_noop_seconds"] = [timed_noop(stage.transform(raw))]
     return figures
 
 

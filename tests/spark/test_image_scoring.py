@@ -114,3 +114,15 @@ def test_mlflow_spark_udf_scores_the_binary_column(spark, image_model):
     assert len(rows) == 21 and "not an image" in rows.loc[bad, "error"].iloc[0]
     assert rows.loc[~bad, "error"].isin([None, "None"]).all()
     assert set(rows.loc[~bad, "prediction"]) <= set(CLASSES)
+
+
+def test_image_files_come_in_whole_waves_of_full_partitions(spark, image_model):
+    from deepspark.spark.images import image_partitions, read_image_files
+
+    assert image_partitions(10_000, 2) == 4  # two waves of 2,500 files, not binaryFile's ~313
+    assert image_partitions(6_000, 2) == 2 and image_partitions(5, 8) == 8
+    assert image_partitions(0, 0) == 1
+    folder, _ = image_model
+    frame = read_image_files(spark, str(folder))
+    assert frame.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism
+    assert frame.count() == len(list(folder.rglob("*.*")))  # nothing left out by coalescing

@@ -22,6 +22,7 @@ __all__ = [
     "KerasTransformer",
     "get_session",
     "predict",
+    "read_image_files",
     "read_source",
     "register_model",
     "score_to_parquet",
@@ -31,6 +32,7 @@ __all__ = [
 _LAZY = {
     "get_session": "deepspark.spark.session",
     "read_source": "deepspark.spark.session",
+    "read_image_files": "deepspark.spark.images",
     "predict": "deepspark.spark.scoring",
     "register_model": "deepspark.spark.scoring",
     "spark_model": "deepspark.spark.scoring",

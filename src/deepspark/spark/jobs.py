@@ -73,7 +73,7 @@ def score_to_parquet(
             where possible; otherwise the worker's deepspark message.
         ModelNotFoundError: The model URI does not resolve (checked on the driver).
     """
-    from deepspark.spark.images import is_image_files_source, read_image_files
+    from deepspark.spark.images import file_count, is_image_files_source, read_image_files
     from deepspark.spark.scoring import predict, register_model, set_arrow_batch_rows, spark_model
     from deepspark.spark.session import get_session, read_source
 
@@ -100,7 +100,10 @@ def score_to_parquet(
         if images:  # the image bytes stay where they are; the output names them by path
             scored = scored.drop(*_binary_columns(scored))
     write_atomically(scored, output, files)
-    rows = spark.read.parquet(output).count()  # from Parquet footers, not a rescan
+    if images and not sql and is_image_files_source(source):
+        rows = file_count(frame)  # one row per file, bad ones included (with their error)
+    else:
+        rows = spark.read.parquet(output).count()  # from Parquet footers, not a rescan
     return ScoreJobResult(output, rows, scored.columns, round(time.perf_counter() - started, 3))
 
 

@@ -101,3 +101,11 @@ def test_a_glob_of_files_takes_labels_from_their_folders(tmp_path):
     assert sum(prepared.split.sizes().values()) == 24  # the PNGs (every fifth image is a JPEG)
     with pytest.raises(DataError, match=r"No image files match the pattern"):
         prepare(f"{folder}/*/*.gif")
+
+
+def test_patience_defaults_to_the_kind_of_data_unless_given(tmp_path, regression_csv):
+    folder = pattern_folder(tmp_path / "images", per_class=10, mess=False)
+    assert prepare(folder).config.patience == 10  # image epochs cost more
+    assert prepare(regression_csv, target="y").config.patience == 30
+    assert prepare(folder, patience=4).config.patience == 4
+    assert prepare(regression_csv, target="y", patience=4).config.patience == 4

@@ -79,7 +79,9 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--val-fraction", type=float, help="Validation share (default 0.15).")
 @click.option("--test-fraction", type=float, help="Test share, scored once (default 0.15).")
 @click.option("--seed", type=int, help="Seed for split, initialisation and shuffling.")
-@click.option("--patience", type=int, help="Early-stopping patience in epochs.")
+@click.option(
+    "--patience", type=int, help="Early-stopping patience in epochs (default 30; images 10)."
+)
 @click.option("--reduce-lr/--no-reduce-lr", default=None, help="Halve LR when validation stalls.")
 @click.option("--categorical-encoding", help="auto, one_hot or embedding.")
 @click.option("--experiment", help="MLflow experiment (default: deepspark).")

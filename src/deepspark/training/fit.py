@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepspark._backend import import_keras
-from deepspark.config import TrainConfig
+from deepspark.config import DEFAULT_PATIENCE, TrainConfig
 from deepspark.data.image_inputs import ImageFiles, chunk_rows
 from deepspark.models.builders import BuildContext, build_model
 from deepspark.models.inference import image_spec_of
@@ -179,13 +179,15 @@ def default_callbacks(
     """
     nan_guard = nan_guard or ds_callbacks.NanGuard()
     history = list(state["history"]) if state else []
+    # prepare_data fills in the data kind's patience; a config that skipped it gets the tables'.
+    patience = config.patience if config.patience is not None else DEFAULT_PATIENCE["tabular"]
     early_stopping = ds_callbacks.ResumableEarlyStopping(
-        monitor="val_loss", patience=config.patience, restore_best_weights=True
+        monitor="val_loss", patience=patience, restore_best_weights=True
     )
     stateful = {"early_stopping": early_stopping}
     if config.reduce_lr and config.lr_schedule == "plateau":
         stateful["reduce_lr"] = ds_callbacks.ResumableReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-6
+            monitor="val_loss", factor=0.5, patience=max(2, patience // 3), min_lr=1e-6
         )
     if state is not None:
         for name, callback in stateful.items():

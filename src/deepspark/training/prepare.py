@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepspark.config import TrainConfig
+from deepspark.config import TrainConfig, with_data_defaults
 from deepspark.data.encoding import NUMERIC_INPUT, encode_features, encode_target
 from deepspark.data.image_inputs import PATH_COLUMN, find_image_column
 from deepspark.data.image_sources import (
@@ -91,7 +91,7 @@ def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
         from deepspark.training.prepare_images import prepare_images
 
         return prepare_images(config, frame, image_column)
-    config = resolve_target(config, frame)
+    config = with_data_defaults(resolve_target(config, frame), "tabular")
     schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
     stratify = frame[config.target] if schema.task != "regression" else None

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from deepspark._progress import work_progress
-from deepspark.config import TrainConfig
+from deepspark.config import TrainConfig, with_data_defaults
 from deepspark.data.encoding import encode_target
 from deepspark.data.image_decode import image_dimensions
 from deepspark.data.image_inputs import (
@@ -61,7 +61,7 @@ def prepare_images(config: TrainConfig, frame: pd.DataFrame, column: str) -> Pre
         DataError / UserInputError: A missing label column, one class, a regression target,
             too few good images for a split, or (``on_bad_image="fail"``) a bad image.
     """
-    config = _resolve_image_target(config, frame, column)
+    config = with_data_defaults(_resolve_image_target(config, frame, column), "image")
     target = config.target
     frame = drop_missing_target(frame, target)
     task = config.task or infer_task(frame[target].astype(str))

@@ -16,9 +16,10 @@ ImageNet weights file without the top (nothing is downloaded). Three contenders:
   ``fine_tune_epochs`` = 9 epochs; early stopping (default ``patience`` 30) cannot end it sooner
   here, and the weights kept are those of the best validation loss (fine-tuning that does not
   beat the head phase's keeps the head's). Unfreezing the whole base was tried and dropped: on
-  this machine a fine-tuning epoch of the whole network takes 3-4 minutes. (On Keras 3.15 the
-  unfrozen BatchNorm layers run in training mode, despite ``models.transfer``'s docstring; see
-  keras-team/keras#20285. The figures here are with that behaviour.)
+  this machine a fine-tuning epoch of the whole network takes 3-4 minutes. (The runs in
+  ``TRIED`` before the BatchNorm fix had the unfrozen BatchNorm layers in training mode, Keras
+  3.15's behaviour, keras-team/keras#20285; deepspark now keeps them frozen, and the runs marked
+  "BN frozen" are with that.)
 - ``cnn``: ``deepspark.train(<photos>, model="cnn", ...)`` from scratch at the same size, with
   the same epoch budget (``CNN`` plus ``epochs`` = the transfer budget).
 - ``featurizer_logistic_regression``: ``deepspark.featurize`` (the same frozen network, global
@@ -87,6 +88,13 @@ TRIED = [
     "head 4 epochs (batch 32, lr 0.01, augment, dropout 0.3) + fine-tuning the top 30 layers at "
     "1e-4, 5 epochs: 0.922 (9/9), 358 s: TRANSFER",
     "featurizer + LogisticRegression, C in 0.01..3, with or without standardising: 0.876-0.889",
+    "BN frozen, TRANSFER as is (patience 10): 0.9085 (9/9, val loss still falling), 133 s at "
+    "load 3-4",
+    "BN frozen, TRANSFER with 10 fine-tuning epochs: 0.9085 (9/14; epoch 14 reached 0.9216 "
+    "with a higher val loss), 202 s",
+    "BN frozen, head lr 0.003, 6 head epochs, 8 fine-tuning: 0.915 (13/14), 206 s",
+    "BN frozen, the same at 224 px: 0.9085 (11/14; 0.9216 at epochs 3-4, lower val loss "
+    "later), 380 s",
 ]
 
 

@@ -126,3 +126,21 @@ def test_image_files_come_in_whole_waves_of_full_partitions(spark, image_model):
     frame = read_image_files(spark, str(folder))
     assert frame.rdd.getNumPartitions() == spark.sparkContext.defaultParallelism
     assert frame.count() == len(list(folder.rglob("*.*")))  # nothing left out by coalescing
+
+
+def test_a_folder_uri_without_a_glob_is_read_as_image_files_a_table_folder_as_a_table(
+    spark, image_model, tmp_path
+):
+    from deepspark.spark import score_to_parquet
+
+    folder, model_uri = image_model
+    result = score_to_parquet(folder.as_uri(), model_uri, output=str(tmp_path / "by_uri"))
+    assert result.rows == 62 and "path" in result.columns  # the folder's files, bytes dropped
+    table = tmp_path / "table.parquet"  # a Parquet folder with a path column: a table
+    table.mkdir()
+    pd.DataFrame({"path": [str(folder / "vertical" / "001.png")]}).to_parquet(
+        table / "part-0.parquet"
+    )
+    result = score_to_parquet(table.as_uri(), model_uri, output=str(tmp_path / "from_table"))
+    scored = pd.read_parquet(tmp_path / "from_table")
+    assert result.rows == len(scored) == 1 and scored["error"].isna().all()

@@ -23,6 +23,7 @@ ARROW_ROWS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 DEFAULT_BATCH_BYTES = 64 * 2**20
 _GLOB_CHARACTERS = set("*?[{")
 _FILES_PER_PARTITION = 4096
+_URI_PROBE_FILES = 200  # files listed to tell a folder URI of images from a table's folder
 _IMAGE_GLOB = (
     "*.{"
     + ",".join(
@@ -32,16 +33,37 @@ _IMAGE_GLOB = (
 )
 
 
-def is_image_files_source(source: str) -> bool:
+def is_image_files_source(source: str, spark=None) -> bool:
     """Whether ``source`` names image files rather than a table: an image folder, a glob or
-    URI ending in an image suffix, or any glob."""
+    URI ending in an image suffix, or any glob; with ``spark``, also a folder URI (``hdfs://``,
+    ``s3a://``, ``file:``...) whose first files are images and none a table's."""
     from deepspark.data.image_sources import is_image_folder
 
     text = str(source)
     if Path(text).is_dir():
         return is_image_folder(text)
     suffix = Path(text.rstrip("/")).suffix.lower()
-    return suffix in IMAGE_SUFFIXES or bool(_GLOB_CHARACTERS & set(text))
+    if suffix in IMAGE_SUFFIXES or bool(_GLOB_CHARACTERS & set(text)):
+        return True
+    return spark is not None and ":" in text and _is_image_folder_uri(spark, text)
+
+
+_TABLE_SUFFIXES = (".parquet", ".csv", ".json", ".orc", ".avro", ".crc")
+
+
+def _is_image_folder_uri(spark, uri: str) -> bool:
+    from py4j.protocol import Py4JJavaError
+
+    from deepspark.spark.jobs import HadoopFiles
+
+    try:
+        names = HadoopFiles(spark).file_names(uri, limit=_URI_PROBE_FILES)
+    except Py4JJavaError:  # an unknown scheme, an unreachable store: the table reader says why
+        return False
+    if not names:
+        return False
+    suffixes = {Path(name).suffix.lower() for name in names}
+    return bool(suffixes & set(IMAGE_SUFFIXES)) and not suffixes & set(_TABLE_SUFFIXES)
 
 
 def read_image_files(spark, source: str):

@@ -86,7 +86,8 @@ def score_to_parquet(
         )
     resolved = spark_model(spark, model_uri)
     images = resolved.model.kind == "image"
-    if images and is_image_files_source(source):
+    image_files = images and is_image_files_source(source, spark)
+    if image_files:
         frame = read_image_files(spark, source)
     else:
         frame = read_source(spark, source)
@@ -100,7 +101,7 @@ def score_to_parquet(
         if images:  # the image bytes stay where they are; the output names them by path
             scored = scored.drop(*_binary_columns(scored))
     write_atomically(scored, output, files)
-    if images and not sql and is_image_files_source(source):
+    if image_files and not sql:
         rows = file_count(frame)  # one row per file, bad ones included (with their error)
     else:
         rows = spark.read.parquet(output).count()  # from Parquet footers, not a rescan
@@ -167,6 +168,19 @@ class HadoopFiles:
     def delete(self, path: str) -> None:
         file_system, hadoop_path = self._resolve(path)
         file_system.delete(hadoop_path, True)
+
+    def file_names(self, path: str, *, limit: int) -> list[str] | None:
+        """Names of up to ``limit`` files below the folder ``path`` (recursive); ``None`` when
+        ``path`` is not a folder."""
+        file_system, hadoop_path = self._resolve(path)
+        if not file_system.exists(hadoop_path):
+            return None
+        if not file_system.getFileStatus(hadoop_path).isDirectory():
+            return None
+        names, files = [], file_system.listFiles(hadoop_path, True)
+        while len(names) < limit and files.hasNext():
+            names.append(str(files.next().getPath().getName()))
+        return names
 
     def rename(self, source: str, target: str) -> None:
         file_system, source_path = self._resolve(source)

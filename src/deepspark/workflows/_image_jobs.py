@@ -158,7 +158,7 @@ def spark_images(spark, data: Any):
         return data
     text = str(data)
     local = Path(text)
-    if is_image_files_source(text) or (local.is_dir() and flat_image_files(local)):
+    if is_image_files_source(text, spark) or (local.is_dir() and flat_image_files(local)):
         return read_image_files(spark, text)
     return read_source(spark, text)
 

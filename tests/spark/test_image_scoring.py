@@ -144,3 +144,14 @@ def test_a_folder_uri_without_a_glob_is_read_as_image_files_a_table_folder_as_a_
     result = score_to_parquet(table.as_uri(), model_uri, output=str(tmp_path / "from_table"))
     scored = pd.read_parquet(tmp_path / "from_table")
     assert result.rows == len(scored) == 1 and scored["error"].isna().all()
+
+
+def test_a_folder_listing_takes_image_suffixes_in_any_case(spark, tmp_path):
+    from deepspark.spark.images import read_image_files
+
+    for name in ("a.JpG", "b.png", "c.TIFF", "notes.txt"):
+        (tmp_path / "photos" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / "x" / name).write_bytes(b"bytes")
+    names = sorted(row.path.rsplit("/", 1)[-1] for row in read_image_files(
+        spark, str(tmp_path / "photos")).select("path").collect())  # fmt: skip
+    assert names == ["a.JpG", "b.png", "c.TIFF"]

@@ -24,10 +24,12 @@ DEFAULT_BATCH_BYTES = 64 * 2**20
 _GLOB_CHARACTERS = set("*?[{")
 _FILES_PER_PARTITION = 4096
 _URI_PROBE_FILES = 200  # files listed to tell a folder URI of images from a table's folder
+# Any case of every suffix (Hadoop globs are case-sensitive): *.{[jJ][pP][gG],...}
 _IMAGE_GLOB = (
     "*.{"
     + ",".join(
-        sorted({suffix[1:] for suffix in IMAGE_SUFFIXES} | {s[1:].upper() for s in IMAGE_SUFFIXES})
+        "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in suffix[1:])
+        for suffix in sorted(IMAGE_SUFFIXES)
     )
     + "}"
 )

@@ -105,19 +105,17 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
     from tests.image_data import pattern_folder
     from tests.training.test_transfer import BASE, batch_norm_statistics
 
-    folder = pattern_folder(workdir / "patterns", per_class=20, size=32)
+    folder = pattern_folder(workdir / "patterns", per_class=12, size=32)
     result = deepspark.train(
-        str(folder), workers=2, epochs=2, fine_tune_layers="all", fine_tune_epochs=2,
+        str(folder), workers=2, epochs=1, fine_tune_layers="all", fine_tune_epochs=1,
         fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
         lr=0.003, **BASE,
     )  # fmt: skip
-    assert result.world_size == 2 and result.epochs_completed == 4 and result.bad_images == 1
+    assert result.world_size == 2 and result.epochs_completed == 2 and result.bad_images == 1
     client = mlflow.MlflowClient()
     rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
-    assert rates == pytest.approx([0.006, 0.006, 2e-4, 2e-4])  # both x 2 workers (--scale-lr)
-    assert sorted(m.step for m in client.get_metric_history(result.run_id, "val_loss")) == [
-        0, 1, 2, 3
-    ]  # fmt: skip
+    assert rates == pytest.approx([0.006, 2e-4])  # both x 2 workers (--scale-lr)
+    assert sorted(m.step for m in client.get_metric_history(result.run_id, "val_loss")) == [0, 1]
     model = deepspark.load_model(result.model_uri)
     for statistics in batch_norm_statistics(model.keras_model):
         assert np.all((statistics == 0) | (statistics == 1))

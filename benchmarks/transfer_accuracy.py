@@ -14,9 +14,10 @@ ImageNet weights file without the top (nothing is downloaded). Three contenders:
   head phase (base frozen, 6 epochs at 0.003) then a fine-tuning phase (the top 60 weighted
   layers of the base unfrozen at 5e-5, 8 epochs), both in one run. The budget is ``epochs`` +
   ``fine_tune_epochs`` = 14 epochs; early stopping (default ``patience`` 10 for images) cannot
-  end it sooner here, and the weights kept are those of the best validation loss (fine-tuning that does not
-  beat the head phase's keeps the head's). Unfreezing the whole base was tried and dropped: on
-  this machine a fine-tuning epoch of the whole network takes 3-4 minutes. (The runs in
+  end it sooner here, and the weights kept are those of the best validation loss (fine-tuning
+  that does not beat the head phase's keeps the head's). Unfreezing the whole base was tried
+  and dropped: on this machine a fine-tuning epoch of the whole network takes 3-4 minutes.
+  (The runs in
   ``TRIED`` before the BatchNorm fix had the unfrozen BatchNorm layers in training mode, Keras
   3.15's behaviour, keras-team/keras#20285; deepspark now keeps them frozen, and the runs marked
   "BN frozen" are with that.)

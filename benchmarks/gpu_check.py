@@ -18,6 +18,9 @@ every ratio is measured within one process. Figures, per backend:
 - ``cnn``: deepspark's from-scratch CNN (filters 32-64-128, 128 px, batch 64) trained by ``fit``
   on uint8 images, images/s (fastest epoch after the first); and scoring encoded JPEG bytes
   through ``DeepsparkModel.predict`` (host decoding in threads + device forward), images/s.
+- ``transfer``: deepspark's transfer-learning model (``build_transfer``) for MobileNetV2 and
+  ResNet50 at 224 px, batch 64, weights ``none``: ``fit`` images/s with the base frozen and
+  with every layer but BatchNorm unfrozen (fine-tuning).
 - ``distributed``: world size 1 on the GPU: ``DistributedOptimizer`` + ``distributed_callbacks()``
   vs a plain ``fit`` of the MLP, one epoch each in turn (ABBA), best epoch each;
   ``overhead = 1 - distributed / plain``. On torch the process group is torch.distributed with
@@ -60,6 +63,7 @@ FULL = {
     "distributed_rounds": 3,
     "cnn_size": 128,
     "score_images": 2048,
+    "transfer_networks": ("mobilenet_v2", "resnet50"),
 }
 SMOKE = {
     "mlp_batches": {64: 2, 1024: 3},
@@ -71,6 +75,7 @@ SMOKE = {
     "distributed_rounds": 1,
     "cnn_size": 32,
     "score_images": 64,
+    "transfer_networks": ("mobilenet_v2",),
 }
 
 
@@ -388,12 +393,53 @@ def section_cnn(sizes, data) -> dict:
     }
 
 
+def section_transfer(sizes, data) -> dict:
+    """Transfer learning as ``deepspark train --base NAME --fine-tune-layers all`` builds it
+    (``models.transfer.build_transfer``: uint8 in, the network's preprocessing inside, a new
+    head; BatchNorm frozen by ``unfreeze_top``), weights ``none`` (no download; throughput does
+    not depend on them): images/s of ``fit`` with the base frozen (head phase) and with every
+    layer but BatchNorm unfrozen (fine-tuning), per network."""
+    import keras
+
+    from deepspark.config import make_config
+    from deepspark.data.image_inputs import image_schema
+    from deepspark.data.schema import ImageSpec
+    from deepspark.models.transfer import build_transfer, unfreeze_top
+
+    size, batch, steps = sizes["image_size"], sizes["image_batch"], sizes["image_steps"]
+    schema = image_schema(ImageSpec(size, size, 3), target="label", task="multiclass",
+                          class_labels=list(range(10)))  # fmt: skip
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch * steps, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch * steps)
+    figures = {"image_size": size, "batch_size": batch, "steps_per_epoch": steps}
+    for name in sizes["transfer_networks"]:
+        keras.utils.set_random_seed(0)
+        config = make_config({"data": "x", "base": name, "weights": "none"})
+        model = build_transfer(schema, config)
+        rates = {}
+        for phase in ("head", "fine_tune"):
+            if phase == "fine_tune":
+                unfreeze_top(model, "all")
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+            timer = epoch_timer()
+            model.fit(images, labels, batch_size=batch, epochs=sizes["image_epochs"],
+                      verbose=0, shuffle=False, callbacks=[timer])  # fmt: skip
+            rates[phase] = round(batch * steps / min(timer.durations[1:]), 1)
+        figures[name] = {
+            "images_per_s_head_phase": rates["head"],
+            "images_per_s_fine_tuning_all": rates["fine_tune"],
+        }
+    return figures
+
+
 SECTIONS = {
     "env": section_env,
     "mlp": section_mlp,
     "distributed": section_distributed,
     "mobilenet": section_mobilenet,
     "cnn": section_cnn,
+    "transfer": section_transfer,
 }
 
 

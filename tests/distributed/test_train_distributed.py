@@ -107,7 +107,7 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
 
     folder = pattern_folder(workdir / "patterns", per_class=12, size=32)
     result = deepspark.train(
-        str(folder), workers=2, epochs=1, fine_tune_layers="all", fine_tune_epochs=1,
+        str(folder), workers=2, epochs=1, fine_tune_layers=2, fine_tune_epochs=1,
         fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
         lr=0.003, **BASE,
     )  # fmt: skip

@@ -110,6 +110,24 @@ def test_a_batch_counts_bad_images_and_keeps_the_good_ones_in_order(tmp_path):
         decode_images(sources, size=(7, 9), on_bad="fail")
 
 
+def test_fast_and_slow_images_decode_in_order_alone_or_in_threads(monkeypatch):
+    from deepspark.data import image_decode
+
+    sources = [
+        b"not an image"
+        if index % 7 == 3
+        else encoded(Image.new("RGB", (5, 4), (index, 0, 0)), "PNG")
+        for index in range(60)
+    ]
+    expected_bad = [index for index in range(60) if index % 7 == 3]
+    for threshold in (3600.0, 0.0):  # decode alone (images are "fast"), then in threads
+        monkeypatch.setattr(image_decode, "THREADED_DECODE_MIN_SECONDS", threshold)
+        decoded = decode_images(sources, size=(4, 5), workers=2)
+        assert [index for index, _ in decoded.errors] == expected_bad
+        good = [index for index in range(60) if index not in expected_bad]
+        assert decoded.images[:, 0, 0, 0].tolist() == good
+
+
 def test_invalid_settings_are_user_errors():
     with pytest.raises(
         UserInputError, match=r"Invalid --image-size.*Received: image_size=\(0, 5\)"

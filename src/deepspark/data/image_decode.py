@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,12 +125,7 @@ def decode_images(
         except ImageDecodeError as error:
             return None, str(error)
 
-    workers = workers or os.cpu_count() or 1
-    if len(sources) < 2 or workers == 1:
-        results = [decode_one(source) for source in sources]
-    else:
-        with ThreadPoolExecutor(max_workers=min(workers, len(sources))) as pool:
-            results = list(pool.map(decode_one, sources))
+    results = _decode_all(decode_one, list(sources), workers or os.cpu_count() or 1)
     errors = [(index, reason) for index, (_, reason) in enumerate(results) if reason is not None]
     if errors and on_bad == "fail":
         index, reason = errors[0]
@@ -140,6 +137,31 @@ def decode_images(
     images = np.stack(good) if good else np.zeros((0, size[0], size[1], channels), dtype=np.uint8)
     ok = np.array([reason is None for _, reason in results], dtype=bool)
     return DecodedImages(images=images, ok=ok, errors=errors)
+
+
+# Decoding in threads pays when an image takes at least this long: Pillow's codecs release the
+# GIL, the per-image Python work does not. Measured on 2 cores: photos resized to 160 px (~3 ms
+# each) 626 images/s in threads vs 333 alone; CIFAR's 32 px JPEGs (~0.14 ms) 4,731 vs 7,157.
+THREADED_DECODE_MIN_SECONDS = 0.0005
+_PROBE_IMAGES = 16
+
+
+def _decode_all(decode_one, sources: list, workers: int) -> list:
+    """``decode_one`` over ``sources`` in order: the first few here, timed; the rest here too
+    when images decode fast, else in ``workers`` threads, a chunk of images per task."""
+    probe = min(_PROBE_IMAGES, len(sources))
+    started = time.perf_counter()
+    results = [decode_one(source) for source in sources[:probe]]
+    per_image = (time.perf_counter() - started) / max(1, probe)
+    rest = sources[probe:]
+    if workers == 1 or len(rest) < 2 or per_image < THREADED_DECODE_MIN_SECONDS:
+        return results + [decode_one(source) for source in rest]
+    size = max(1, math.ceil(len(rest) / (workers * 8)))
+    chunks = [rest[start : start + size] for start in range(0, len(rest), size)]
+    with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+        for decoded in pool.map(lambda chunk: [decode_one(item) for item in chunk], chunks):
+            results.extend(decoded)
+    return results
 
 
 def _open(source: ImageSource, image_module):

@@ -389,15 +389,22 @@ def main() -> None:
         "hidden": list(hidden),
         "repeats": args.repeats,
         "backends": per_backend,
+        **closing_figures(checks, started, load_at_start),
+    }
+    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
+
+
+def closing_figures(checks: dict, started: float, load_at_start: float) -> dict:
+    """The goals and how the run went: cores, wall seconds, and other processes' load (the
+    1-minute average at start and end: figures from a busy machine, load above its cores, are
+    noisier and slower). Shared by the benchmarks that import this module."""
+    return {
         "goals": checks,
         "goals_met": all(check["pass"] for check in checks.values()),
         "cpu_count": os.cpu_count(),
         "wall_seconds": round(time.perf_counter() - started, 1),
-        # Other processes' load, 1-minute average at start and end: figures from a busy
-        # machine (load above its cores) are noisier, and hurt raw torch most.
         "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }
-    print(json.dumps(result) if args.json else json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ import numpy as np
 
 # The tabular fit benchmark's epoch timer, and the accuracy check's way of putting a callback in
 # front of deepspark's own (this folder is on sys.path when run as a script).
-from bench_fit_overhead import epoch_timer
+from bench_fit_overhead import closing_figures, epoch_timer
 from cifar_accuracy import first_callback
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -577,13 +577,8 @@ def main() -> None:
         "benchmark": "images",
         "mode": "quick" if args.quick else "full",
         **results,
-        "goals": checks,
-        "goals_met": all(check["pass"] for check in checks.values()),
         "versions": framework_versions(),
-        "cpu_count": os.cpu_count(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        # 1-minute load average at start and end: other processes' load on the cores.
-        "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+        **closing_figures(checks, started, load_at_start),
     }
     print(json.dumps(figures) if args.json else json.dumps(figures, indent=1))
 

@@ -646,19 +646,16 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     results = run(args)
     checks = goal_checks(results)
+    from bench_fit_overhead import closing_figures
+
     from deepspark.runtime import framework_versions
 
     figures = {
         "benchmark": "transfer",
         "mode": "quick" if args.quick else "full",
         **results,
-        "goals": checks,
-        "goals_met": all(check["pass"] for check in checks.values()),
         "versions": framework_versions(),
-        "cpu_count": os.cpu_count(),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        # 1-minute load average at start and end: other processes' load on the cores.
-        "load_average": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
+        **closing_figures(checks, started, load_at_start),
     }
     print(json.dumps(figures) if args.json else json.dumps(figures, indent=1))
 

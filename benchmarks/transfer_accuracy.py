@@ -129,15 +129,6 @@ def timed_fits():
         fit_module.run_fit = run_fit
 
 
-def metric_curve(tracking_uri: str, run_id: str, name: str, epochs: int) -> list[float]:
-    """``name`` per epoch (the final evaluation, logged at step ``epochs``, left out)."""
-    import mlflow
-
-    history = mlflow.MlflowClient(tracking_uri).get_metric_history(run_id, name)
-    by_step = {metric.step: metric.value for metric in history if metric.step < epochs}
-    return [round(by_step[step], 4) for step in sorted(by_step)]
-
-
 @contextlib.contextmanager
 def machine_share(figures: dict):
     """Adds ``seconds``, ``cpu_share`` and ``load_average`` of the block to ``figures``."""
@@ -153,6 +144,8 @@ def machine_share(figures: dict):
 
 def trained(name: str, settings: dict, tracking_uri: str) -> dict:
     """One ``deepspark.train`` call on the photos, with its curve and timings."""
+    from cifar_accuracy import metric_curve  # this folder is on sys.path when run as a script
+
     import deepspark
 
     figures: dict = {"settings": settings}

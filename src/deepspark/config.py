@@ -63,7 +63,15 @@ class TrainConfig:
         experiment: MLflow experiment name.
         run_name: MLflow run name.
         tracking_uri: MLflow tracking URI; ``None`` keeps MLflow's default.
-        checkpoint_dir: Where per-epoch checkpoints go; ``None`` uses ``./.deepspark/checkpoints``.
+        checkpoint_dir: Where per-epoch checkpoints go; ``None``: ``$DEEPSPARK_CHECKPOINT_DIR``,
+            else the store's ``checkpoints`` folder.
+        store: Where encoded shards, checkpoints and the rank-0 model live (``s3://bucket/prefix``,
+            ``hdfs://...``, a shared mount, any pyarrow filesystem URI); ``None``:
+            ``$DEEPSPARK_STORE`` or ``./.deepspark/store``. A cluster run needs one every host
+            can reach, and checks that before it starts.
+        max_memory_mb: Encoded training data up to this many MB is held in memory; beyond it,
+            it is streamed from the store a batch at a time. ``None``: a quarter of the machine's
+            memory.
         workers: Data-parallel workers; above 1 (or with ``launcher``) training is distributed
             and ``batch_size`` is per worker.
         launcher: ``local``, ``spark`` or ``horovod``; ``None`` is ``local`` when ``workers > 1``.
@@ -129,6 +137,8 @@ class TrainConfig:
     run_name: str | None = None
     tracking_uri: str | None = None
     checkpoint_dir: str | None = None
+    store: str | None = None
+    max_memory_mb: int | None = None
     workers: int = 1
     launcher: str | None = None
     collectives: str | None = None
@@ -227,6 +237,8 @@ def validate_config(config: TrainConfig) -> None:
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
         raise _invalid("lr", "must be a positive number such as 0.001", config.lr)
     _validate_tabular_net(config)
+    if config.max_memory_mb is not None and not int(config.max_memory_mb) > 0:
+        raise _invalid("max_memory_mb", "must be a positive number of MB", config.max_memory_mb)
     for name in ("epochs", "batch_size", "patience", "workers", "ensemble_size"):
         if getattr(config, name) is not None and int(getattr(config, name)) <= 0:
             raise _invalid(name, "must be a positive integer", getattr(config, name))

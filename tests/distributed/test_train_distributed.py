@@ -122,7 +122,7 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
     scored = model.predict(pd.DataFrame({"path": [str(folder / "vertical" / "001.png")]}))
     assert scored["error"].isna().all()
     # Each rank's shard holds image references (paths), not decoded pixels.
-    shard_dirs = list((workdir / ".deepspark" / "shards").glob("*-w2"))
+    shard_dirs = list((workdir / ".deepspark" / "store" / "shards").glob("*-w2"))
     assert len(shard_dirs) == 1
     inputs, targets = read_shard(ShardSet(shard_dirs[0], 2), "train", 1)
     assert set(inputs) == {IMAGE_SOURCES}

@@ -88,6 +88,17 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--run-name", help="MLflow run name.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLflow's own default).")
 @click.option("--checkpoint-dir", help="Folder for per-epoch checkpoints.")
+@click.option(
+    "--store",
+    help="Where shards, checkpoints and the rank-0 model live: a folder or s3://, gs://, "
+    "hdfs://, abfs:// URI every host reaches (default: $DEEPSPARK_STORE or ./.deepspark/store).",
+)
+@click.option(
+    "--max-memory",
+    "max_memory_mb",
+    type=int,
+    help="MB of encoded training data held in memory; more is streamed (default: RAM/4).",
+)
 @click.option("--workers", type=int, help="Data-parallel workers (batch size is per worker).")
 @click.option("--launcher", help="local, spark or horovod (default: local when --workers > 1).")
 @click.option(

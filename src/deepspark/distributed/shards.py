@@ -1,15 +1,20 @@
-"""Per-rank Parquet shards of the encoded training and validation rows, written once and cached.
+"""Per-rank Parquet shards of the encoded training and validation rows, written once into the
+store and cached.
 
-Layout of one shard set (``<cache>/<data key>-w<world size>/``)::
+Layout of one shard set (``<store>/shards/<data key>-w<world size>/``)::
 
-    manifest.json                 rows per split and rank, input widths, target shape
-    (image models: the column of image references, paths or bytes; each rank decodes its own)
-    train-00000-of-00002.parquet  rank 0's training rows (every rank has the same count)
-    val-00001-of-00002.parquet    rank 1's validation rows (counts may differ by one)
+    manifest.json                 rows and files per split and rank; written last, so a set
+                                  without it is incomplete and never read
+    train-00000-of-00002.parquet  rank 0's training rows (written by the driver)
+    val-00001-of-00002.parquet    rank 1's validation rows
+    train-p00003-r00001.parquet   rank 1's training rows from Spark partition 3 (written by the
+                                  executors: every partition writes one file per rank)
+
+(image models: the column of image references, paths or bytes; each rank decodes its own)
 
 Rows go to ranks round-robin (row ``i`` to rank ``i % N``), so that the local batches of all ranks
 at step ``k`` are together exactly the global batch ``k`` of a single-process run without
-shuffling. Training rows are cut to a multiple of ``N`` (fewer than ``N`` rows dropped) so that
+shuffling. Every rank trains on as many rows as the rank with fewest (``train_rows``), so that
 every rank runs the same number of steps and none waits forever at the last batch.
 """
 
@@ -20,13 +25,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deepspark.errors import UserInputError
+from deepspark.store.store import Store
 
 logger = logging.getLogger("deepspark.distributed")
 
@@ -34,13 +38,17 @@ SHARD_CACHE_ENV = "DEEPSPARK_SHARD_CACHE"
 MANIFEST = "manifest.json"
 TARGET_COLUMN = "__target__"
 IMAGE_SOURCES = "__image_sources__"  # an image model's shard column: paths or encoded bytes
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ROW_GROUP_ROWS = 65_536
 Arrays = tuple[dict[str, np.ndarray], np.ndarray]  # (model inputs by name, target)
 
 
-def shard_cache_root() -> Path:
-    """``$DEEPSPARK_SHARD_CACHE`` or ``./.deepspark/shards``."""
-    return Path(os.environ.get(SHARD_CACHE_ENV, ".deepspark/shards"))
+def shard_cache_root(store: str | Store | None = None) -> Store:
+    """``$DEEPSPARK_SHARD_CACHE``, else the ``shards`` folder of the store (``store``,
+    ``$DEEPSPARK_STORE`` or ``./.deepspark/store``)."""
+    if os.environ.get(SHARD_CACHE_ENV):
+        return Store(os.environ[SHARD_CACHE_ENV])
+    return Store.resolve(store).child("shards")
 
 
 def data_key(*parts: Any) -> str:
@@ -51,16 +59,40 @@ def data_key(*parts: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ShardSet:
-    """A folder of shards for ``world_size`` ranks."""
+    """A folder of shards for ``world_size`` ranks, in a store."""
 
-    directory: Path
+    store: Store
     world_size: int
 
-    def path(self, split: str, rank: int) -> Path:
-        return self.directory / f"{split}-{rank:05d}-of-{self.world_size:05d}.parquet"
+    def __init__(self, store: Store | str | os.PathLike, world_size: int):
+        object.__setattr__(self, "store", store if isinstance(store, Store) else Store(store))
+        object.__setattr__(self, "world_size", int(world_size))
+
+    def file_name(self, split: str, rank: int) -> str:
+        return f"{split}-{rank:05d}-of-{self.world_size:05d}.parquet"
+
+    def path(self, split: str, rank: int) -> str:
+        """The driver-written file of a rank (a path in ``store.filesystem``)."""
+        return self.store.path(self.file_name(split, rank))
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.directory / MANIFEST).read_text())
+        return self.store.read_json(MANIFEST)
+
+    def is_complete(self) -> bool:
+        return self.store.exists(MANIFEST)
+
+    def files(self, split: str, rank: int) -> list[str]:
+        """A rank's files of a split, as paths in ``store.filesystem``."""
+        listed = self.manifest()["splits"][split].get("files")
+        names = listed[rank] if listed else [self.file_name(split, rank)]
+        return [self.store.path(name) for name in names]
+
+    def rows(self, split: str) -> list[int]:
+        return list(self.manifest()["splits"][split]["rows"])
+
+    def train_rows(self) -> int:
+        """Training rows every rank uses per epoch (the fewest any rank has)."""
+        return min(self.rows("train"))
 
 
 def write_shards(
@@ -68,15 +100,15 @@ def write_shards(
     *,
     world_size: int,
     key: str,
-    root: str | Path | None = None,
+    root: str | os.PathLike | Store | None = None,
 ) -> ShardSet:
-    """Write ``splits`` as per-rank Parquet files, or reuse the cached set for ``key``.
+    """Write ``splits`` as per-rank Parquet files, or reuse the complete cached set for ``key``.
 
     Args:
         splits: Split name (``train``, ``val``) -> (inputs by name, target).
         world_size: Number of ranks.
         key: Identifies the data and its encoding (``data_key``); same key, same files.
-        root: Cache folder; default ``shard_cache_root()``.
+        root: The shard cache (a store or a folder); default ``shard_cache_root()``.
 
     Returns:
         The ``ShardSet``.
@@ -84,42 +116,45 @@ def write_shards(
     Raises:
         UserInputError: When a rank would get no training or validation rows.
     """
-    directory = Path(root or shard_cache_root()).resolve() / f"{key}-w{world_size}"
-    shards = ShardSet(directory, world_size)
-    if (directory / MANIFEST).exists():
-        logger.info("reusing data shards in %s", directory)
+    cache = root if isinstance(root, Store) else Store(root) if root else shard_cache_root()
+    shards = ShardSet(cache.child(f"{key}-w{world_size}"), world_size)
+    if shards.is_complete():
+        logger.info("reusing data shards in %s", shards.store.uri)
         return shards
     _check_enough_rows(splits, world_size)
-    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    staged = ShardSet(temporary, world_size)
-    manifest = {"world_size": world_size, "splits": {}}
+    manifest = {"format": FORMAT_VERSION, "world_size": world_size, "splits": {}}
     for split, (inputs, target) in splits.items():
         rows = len(target) - len(target) % world_size if split == "train" else len(target)
         counts = []
         for rank in range(world_size):
             selected = slice(rank, rows, world_size)
-            table = _to_table(
+            table = arrays_to_table(
                 {name: value[selected] for name, value in inputs.items()}, target[selected]
             )
-            _write_table(table, staged.path(split, rank))
+            write_table(table, shards.store, shards.file_name(split, rank))
             counts.append(table.num_rows)
         manifest["splits"][split] = {"rows": counts, "dropped": len(target) - rows}
-    (temporary / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    try:
-        os.replace(temporary, directory)
-    except OSError:  # another process wrote the same set first: theirs is as good as ours
-        shutil.rmtree(temporary, ignore_errors=True)
-    logger.info("wrote data shards for %d ranks in %s", world_size, directory)
+    shards.store.write_json(manifest, MANIFEST)  # last: the set is complete from here on
+    logger.info("wrote data shards for %d ranks in %s", world_size, shards.store.uri)
     return shards
 
 
 def read_shard(shards: ShardSet, split: str, rank: int) -> Arrays:
-    """One rank's rows of one split, as the arrays ``model.fit`` takes (pyarrow, no Spark)."""
+    """One rank's rows of one split, as the arrays ``model.fit`` takes (pyarrow, no Spark);
+    training rows cut to ``train_rows`` (equal steps on every rank)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(shards.path(split, rank))
+    filesystem = shards.store.filesystem
+    tables = [pq.read_table(path, filesystem=filesystem) for path in shards.files(split, rank)]
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if split == "train":
+        table = table.slice(0, shards.train_rows())
+    return table_to_arrays(table)
+
+
+def table_to_arrays(table) -> Arrays:
+    """The inverse of ``arrays_to_table``."""
     inputs = {
         name: _column_array(table.column(name))
         for name in table.column_names
@@ -137,7 +172,8 @@ def _check_enough_rows(splits: dict[str, Arrays], world_size: int) -> None:
             )
 
 
-def _to_table(inputs: dict[str, np.ndarray], target: np.ndarray):
+def arrays_to_table(inputs: dict[str, np.ndarray], target: np.ndarray):
+    """Model inputs and target as one Arrow table (the shard file format)."""
     import pyarrow as pa
 
     columns = {name: _to_column(value) for name, value in inputs.items()}
@@ -166,7 +202,12 @@ def _column_array(column) -> np.ndarray:
     return chunk.to_numpy(zero_copy_only=False)
 
 
-def _write_table(table, path: Path) -> None:
+def write_table(table, store: Store, name: str) -> None:
+    """Write one shard file into ``store`` (whole, atomically; row groups of
+    ``ROW_GROUP_ROWS``, the unit the streaming reader shuffles)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(table, path)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer, row_group_size=ROW_GROUP_ROWS)
+    store.write_bytes(buffer.getvalue().to_pybytes(), name)

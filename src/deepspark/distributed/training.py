@@ -3,12 +3,16 @@
 The driver keeps what ``train`` always does (read and split the data, the MLflow run, the final
 evaluation on whole splits, the logged model); only ``fit`` moves to the workers:
 
-1. the encoded train / validation rows are written once as per-rank Parquet shards (cached by a
-   key of the data and its encoding);
-2. every rank runs ``train_worker`` from the same compiled model; rank 0 writes checkpoints and
-   epoch metrics into the driver's MLflow run;
+1. the encoded train / validation rows are written once as per-rank Parquet shards into the
+   store (cached by a key of the data and its encoding);
+2. every rank runs ``train_worker`` from the same compiled model; rank 0 writes checkpoints, its
+   epoch history and the final model into the store, and the driver relays the epochs' metrics
+   to its MLflow run as they appear (workers need not reach the tracking server);
 3. a dead worker restarts the job from rank 0's last checkpoint (``max_restarts`` times), so no
    completed epoch is lost and the MLflow run stays the same.
+
+Nothing reaches a worker as a driver-local path: on a cluster (a Spark master that is not
+``local``) the store is checked to be visible from the executors before any work starts.
 """
 
 from __future__ import annotations
@@ -16,17 +20,38 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from pathlib import Path
 
+from deepspark.config import TrainConfig
 from deepspark.distributed.launch import resolve_launch, run
-from deepspark.distributed.shards import IMAGE_SOURCES, data_key, write_shards
-from deepspark.distributed.worker import WorkerJob, model_from_bytes, model_to_bytes, train_worker
-from deepspark.training.checkpoint import CheckpointStore
+from deepspark.distributed.shards import IMAGE_SOURCES, data_key, shard_cache_root, write_shards
+from deepspark.distributed.worker import (
+    FINAL_MODEL_FILE,
+    WorkerJob,
+    model_to_bytes,
+    train_worker,
+)
+from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData
 
 logger = logging.getLogger("deepspark.distributed")
 WORLD_SIZE_TAG = "deepspark.world_size"
 LAUNCHER_TAG = "deepspark.launcher"
+RELAY_INTERVAL_S = 2.0
+
+
+def check_cluster_store(config: TrainConfig) -> None:
+    """Before any work of a run on a Spark cluster: the store and the checkpoint folder must be
+    writable here and visible from every executor (``UserInputError`` naming ``--store``)."""
+    if config.launcher != "spark":
+        return
+    from deepspark.spark.session import get_session
+    from deepspark.store.probe import check_store_visible
+
+    session = get_session()
+    check_store_visible(shard_cache_root(config.store), session)
+    check_store_visible(checkpoint_root(config.checkpoint_dir, config.store), session)
 
 
 def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
@@ -63,11 +88,12 @@ class _DistributedFit:
             {split: _shard_rows(prepared, split) for split in ("train", "val")},
             world_size=config.workers,
             key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
+            root=shard_cache_root(config.store),
         )
 
     def phase(self, prepared: PreparedData, store: CheckpointStore, *, state, model, phase):
         """A ``training.transfer.PhaseRunner`` (``phase`` None: a run without phases)."""
-        from deepspark.training.fit import FitOutcome, relog_missing_epochs
+        from deepspark.training.fit import FitOutcome
         from deepspark.training.transfer import FINE_TUNE_PHASE, phase_settings
 
         config, extras = prepared.config, None
@@ -78,11 +104,11 @@ class _DistributedFit:
             model = store.load_model(state)
         job = self._job(prepared, store, config, model, start_state=start_state, extras=extras)
 
+        relay = _MetricRelay(store, self.run_id)
+
         def relog_checkpointed_epochs(restart: int = 0) -> None:
             self.restarts += bool(restart)
-            stored = store.read_state()
-            if stored is not None:
-                relog_missing_epochs(list(stored["history"]))
+            relay.flush()
 
         relog_checkpointed_epochs()
         logger.info(
@@ -92,17 +118,19 @@ class _DistributedFit:
             self.launcher,
             self.collectives,
         )
-        result = run(
-            train_worker,
-            (job,),
-            workers=config.workers,
-            launcher=self.launcher,
-            collectives=self.collectives,
-            max_restarts=config.max_restarts,
-            on_restart=relog_checkpointed_epochs,
-        )
+        with relay:
+            result = run(
+                train_worker,
+                (job,),
+                workers=config.workers,
+                launcher=self.launcher,
+                collectives=self.collectives,
+                max_restarts=config.max_restarts,
+                on_restart=relog_checkpointed_epochs,
+            )
+        relog_checkpointed_epochs()
         return FitOutcome(
-            model=model_from_bytes(result["model"]),
+            model=_final_model(store),
             **result["outcome"],
             world_size=config.workers,
             launcher=self.launcher,
@@ -121,7 +149,7 @@ class _DistributedFit:
             config=config.to_dict(),
             shards=self.shards,
             initial_model=model_to_bytes(initial_model),
-            checkpoint_dir=str(Path(store.directory).resolve()),
+            checkpoint_dir=store.directory,
             run_id=self.run_id,
             tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
             image_spec=dataclasses.asdict(spec) if (spec := prepared.schema.image) else None,
@@ -129,6 +157,53 @@ class _DistributedFit:
             start_state=start_state,
             checkpoint_extras=extras,
         )
+
+
+def _final_model(store: CheckpointStore):
+    """The model rank 0 left in the store, then removed from it (the run logs it)."""
+    from deepspark.models.loader import load_keras_model
+
+    with store.store.local_copy(FINAL_MODEL_FILE) as path:
+        model = load_keras_model(path)
+    store.store.delete(FINAL_MODEL_FILE)
+    return model
+
+
+class _MetricRelay:
+    """Logs each epoch rank 0 checkpointed to the driver's MLflow run, exactly once: every
+    ``RELAY_INTERVAL_S`` while the workers train (a thread), and whenever ``flush`` is called
+    (before a restart, after the job)."""
+
+    def __init__(self, store: CheckpointStore, run_id: str):
+        self.store = store
+        self.run_id = run_id
+        self.logged: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="deepspark-relay", daemon=True)
+
+    def flush(self) -> None:
+        from deepspark.training.fit import relog_missing_epochs
+
+        with self._lock:
+            state = self.store.read_state()
+            if state is not None:
+                relog_missing_epochs(state["history"], run_id=self.run_id, logged=self.logged)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(RELAY_INTERVAL_S):
+            try:
+                self.flush()
+            except Exception as error:  # noqa: BLE001  a relay hiccup must not stop training
+                logger.debug("metric relay: %s", error)
+
+    def __enter__(self) -> _MetricRelay:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _shard_rows(prepared: PreparedData, split: str):

@@ -1,5 +1,6 @@
 """What every rank of a distributed ``deepspark.train`` runs: its shard, the shared model, the
-distributed optimizer and callbacks; rank 0 alone checkpoints, logs to MLflow and returns the model.
+distributed optimizer and callbacks; rank 0 alone checkpoints (with each epoch's metrics, which
+the driver relays to MLflow) and leaves the trained model in the store.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from deepspark.distributed.shards import IMAGE_SOURCES, ShardSet, read_shard
 from deepspark.training.checkpoint import CheckpointStore
 
 logger = logging.getLogger("deepspark.distributed")
+FINAL_MODEL_FILE = "final.keras"  # rank 0's trained model, in the run's checkpoint folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +28,7 @@ class WorkerJob:
     config: dict[str, Any]
     shards: ShardSet
     initial_model: bytes  # the compiled, untrained model as a .keras file
-    checkpoint_dir: str
+    checkpoint_dir: str  # the run's checkpoint folder in the store (a URI every host reaches)
     run_id: str
     tracking_uri: str
     image_spec: dict[str, int] | None = None  # image models: how each rank decodes its images
@@ -53,8 +55,8 @@ def model_from_bytes(data: bytes):
 
 
 def train_worker(job: WorkerJob) -> dict[str, Any] | None:
-    """Train on this rank's shard with deepspark's fit loop; rank 0 returns
-    ``{"outcome": {...}, "model": bytes}``."""
+    """Train on this rank's shard with deepspark's fit loop; rank 0 writes the model to
+    ``FINAL_MODEL_FILE`` in the checkpoint folder and returns ``{"outcome": {...}}``."""
     from deepspark.distributed.backends import get_backend
     from deepspark.distributed.optimizer import DistributedOptimizer
     from deepspark.training.fit import run_fit
@@ -92,7 +94,8 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     summary = {name: getattr(outcome, name) for name in fields}
     summary["resumed_from_epoch"] = outcome.resumed_from_epoch
     with _rank_local_work(backend):
-        return {"outcome": summary, "model": model_to_bytes(model)}
+        store.store.write_bytes(model_to_bytes(model), FINAL_MODEL_FILE)
+    return {"outcome": summary}
 
 
 def _rank_data(job: WorkerJob, split: str, rank: int):
@@ -156,16 +159,13 @@ def _rank_callbacks(job, config, store, state, *, backend):
     from deepspark.training.fit import default_callbacks
 
     writer = backend.rank == 0
-    if writer:
-        import mlflow
-
-        mlflow.set_tracking_uri(job.tracking_uri)
     callbacks = default_callbacks(
         config,
         store,
         state=state,
         nan_guard=DistributedNanGuard(),
         writer=writer,
+        log_metrics=False,  # the driver relays the checkpointed epochs to MLflow
         run_id=job.run_id,
         extras=job.checkpoint_extras,
     )

@@ -1,5 +1,8 @@
 """Per-epoch checkpoints that survive SIGKILL: files are complete before ``state.json`` names them.
 
+Checkpoints live in the run's store (``deepspark.store``): a local folder, or an object store that
+every host of a cluster sees, so that a restarted rank on another host resumes from them.
+
 Layout of a run's checkpoint folder::
 
     run.json            config, schema, data fingerprint (written once)
@@ -12,45 +15,67 @@ Layout of a run's checkpoint folder::
 
 from __future__ import annotations
 
-import json
+import io
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepspark._atomic import atomic_path, write_json_atomic
+from deepspark.store.store import Store
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
 BEST_WEIGHTS_FILE = "best.weights.npz"
+CHECKPOINT_DIR_ENV = "DEEPSPARK_CHECKPOINT_DIR"
 
 
-def default_checkpoint_root() -> Path:
-    """``$DEEPSPARK_CHECKPOINT_DIR`` or ``./.deepspark/checkpoints``."""
-    return Path(os.environ.get("DEEPSPARK_CHECKPOINT_DIR", ".deepspark/checkpoints"))
+def checkpoint_root(checkpoint_dir: str | None = None, store: str | Store | None = None) -> Store:
+    """Where runs keep their checkpoints: ``checkpoint_dir``, else ``$DEEPSPARK_CHECKPOINT_DIR``,
+    else the ``checkpoints`` folder of the store (``--store``, ``$DEEPSPARK_STORE`` or
+    ``./.deepspark/store``)."""
+    chosen = checkpoint_dir or os.environ.get(CHECKPOINT_DIR_ENV)
+    if chosen:
+        return Store(chosen)
+    return Store.resolve(store).child("checkpoints")
 
 
 class CheckpointStore:
-    """Reads and writes the checkpoint folder of one run."""
+    """Reads and writes the checkpoint folder of one run.
 
-    def __init__(self, directory: str | Path, *, model_file: str = MODEL_FILE):
-        self.directory = Path(directory)
+    Args:
+        location: The run's checkpoint folder: a ``Store``, a URI or a local path.
+        model_file: Name of the compiled model's file (a fine-tuning phase has its own).
+    """
+
+    def __init__(self, location: str | Path | Store, *, model_file: str = MODEL_FILE):
+        self.store = location if isinstance(location, Store) else Store(location)
         # A training phase that changes the model's compiled form (transfer learning's
         # fine-tuning: other trainable layers, a new optimizer) saves it under its own name.
         self.model_file = model_file
 
+    @property
+    def directory(self) -> str:
+        """The checkpoint folder's URI (a local path for a local store)."""
+        return self.store.uri
+
     def write_run_info(self, document: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.directory / RUN_FILE, document)
+        self.store.write_json(document, RUN_FILE)
 
     def read_run_info(self) -> dict[str, Any]:
-        return json.loads((self.directory / RUN_FILE).read_text())
+        return self.store.read_json(RUN_FILE)
+
+    def has_run_info(self) -> bool:
+        return self.store.exists(RUN_FILE)
 
     def read_state(self) -> dict[str, Any] | None:
-        path = self.directory / STATE_FILE
-        return json.loads(path.read_text()) if path.exists() else None
+        return self.store.read_json(STATE_FILE) if self.store.exists(STATE_FILE) else None
+
+    def remove(self) -> None:
+        """Delete the whole checkpoint folder (a finished run)."""
+        self.store.delete()
 
     def save_epoch(self, model, epoch: int, state: dict[str, Any], best_weights=None) -> None:
         """Save the model after ``epoch`` (0-based), then point ``state.json`` at it.
@@ -59,41 +84,46 @@ class CheckpointStore:
         only the values of the model's and the optimizer's variables, a few milliseconds
         instead of a whole model file per epoch.
         """
-        if not (self.directory / self.model_file).exists():
-            with atomic_path(self.directory / self.model_file, durable=True) as temporary:
-                model.save(temporary)
+        if not self.store.exists(self.model_file):
+            with tempfile.TemporaryDirectory(prefix="deepspark-checkpoint-") as folder:
+                local = Path(folder) / self.model_file
+                model.save(local)
+                self.store.upload(local, self.model_file)
         variables_file = f"epoch-{epoch:04d}.npz"
-        with atomic_path(self.directory / variables_file, durable=True) as temporary:
-            np.savez(temporary, *_variable_values(model))
+        self.store.write_bytes(_npz_bytes(_variable_values(model)), variables_file)
         if best_weights is not None:
-            with atomic_path(self.directory / BEST_WEIGHTS_FILE, durable=True) as temporary:
-                np.savez(temporary, *best_weights)
+            self.store.write_bytes(_npz_bytes(best_weights), BEST_WEIGHTS_FILE)
         previous = self.read_state()
         document = {**state, "epoch": epoch, "model_file": self.model_file}
-        write_json_atomic(
-            self.directory / STATE_FILE, {**document, "variables_file": variables_file}
-        )
+        self.store.write_json({**document, "variables_file": variables_file}, STATE_FILE)
         stale = previous.get("variables_file") if previous else None
         if stale not in (None, variables_file):
-            (self.directory / stale).unlink(missing_ok=True)
+            self.store.delete(stale)
 
     def load_model(self, state: dict[str, Any]):
         """Load the checkpointed model with its optimizer state (compiled)."""
         from deepspark.models.loader import load_keras_model
 
-        model = load_keras_model(self.directory / state["model_file"])
+        with self.store.local_copy(state["model_file"]) as path:
+            model = load_keras_model(path)
         if state.get("variables_file"):
-            with np.load(self.directory / state["variables_file"]) as archive:
-                values = [archive[f"arr_{index}"] for index in range(len(archive.files))]
-            _assign_variable_values(model, values)
+            _assign_variable_values(model, self._read_npz(state["variables_file"]))
         return model
 
     def load_best_weights(self) -> list[np.ndarray] | None:
-        path = self.directory / BEST_WEIGHTS_FILE
-        if not path.exists():
+        if not self.store.exists(BEST_WEIGHTS_FILE):
             return None
-        with np.load(path) as archive:
+        return self._read_npz(BEST_WEIGHTS_FILE)
+
+    def _read_npz(self, name: str) -> list[np.ndarray]:
+        with np.load(io.BytesIO(self.store.read_bytes(name))) as archive:
             return [archive[f"arr_{index}"] for index in range(len(archive.files))]
+
+
+def _npz_bytes(values) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, *values)
+    return buffer.getvalue()
 
 
 def _variables(model) -> list:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -157,6 +158,7 @@ def default_callbacks(
     state: dict[str, Any] | None = None,
     nan_guard: ds_callbacks.NanGuard | None = None,
     writer: bool = True,
+    log_metrics: bool = True,
     run_id: str | None = None,
     extras: dict[str, Any] | None = None,
 ) -> FitCallbacks:
@@ -171,6 +173,8 @@ def default_callbacks(
         writer: ``False`` for distributed ranks other than 0: leaves out the callbacks that
             write checkpoints, MLflow metrics or progress lines, and does not read the best
             weights (they come from rank 0).
+        log_metrics: With ``writer``, log each epoch's metrics to MLflow (a distributed rank 0
+            does not: the driver relays its checkpointed epochs).
         run_id: The MLflow run to log to; default the active run.
         extras: Facts saved with every checkpoint state (a transfer run's phase).
 
@@ -198,7 +202,7 @@ def default_callbacks(
     if writer:
         writers = [
             ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history, extras),
-            ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id),
+            *([ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id)] if log_metrics else []),
             ds_callbacks.EpochProgress(config.epochs),
         ]
     callbacks = [nan_guard, ds_callbacks.InterruptCheck(), *stateful.values(), *writers]
@@ -296,15 +300,37 @@ def balanced_class_weights(targets) -> dict[int, float]:
     return {int(code): float(len(codes) / (len(present) * counts[code])) for code in present}
 
 
-def relog_missing_epochs(history: list[dict[str, float]]) -> None:
-    """A run killed between checkpoint and metric logging lost that epoch's metrics: log them
-    into the active MLflow run."""
-    import mlflow
+def relog_missing_epochs(
+    history: list[dict[str, float]],
+    *,
+    run_id: str | None = None,
+    logged: set[int] | None = None,
+) -> None:
+    """Log the checkpointed epochs that the MLflow run lacks (a run killed between checkpoint
+    and metric logging; a distributed run, whose driver relays rank 0's epochs).
 
-    run_id = mlflow.active_run().info.run_id
-    logged = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
-    logged_steps = {metric.step for metric in logged}
+    Args:
+        history: Checkpointed epochs (``{"epoch": n, metric: value, ...}``).
+        run_id: The run; default the active one.
+        logged: Epochs known to be logged already; updated. ``None``: asks MLflow.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    run_id = run_id or mlflow.active_run().info.run_id
+    if logged is None:
+        logged = set()
+    if not logged:  # first call: what the run already has
+        logged.update(metric.step for metric in client.get_metric_history(run_id, "train_loss"))
+    now = int(time.time() * 1000)
     for entry in history:
-        if entry["epoch"] not in logged_steps:
-            metrics = {key: value for key, value in entry.items() if key != "epoch"}
-            mlflow.log_metrics(metrics, step=int(entry["epoch"]))
+        epoch = int(entry["epoch"])
+        if epoch in logged:
+            continue
+        metrics = [
+            Metric(key, float(value), now, epoch) for key, value in entry.items() if key != "epoch"
+        ]
+        with deferred_interrupts():
+            client.log_batch(run_id, metrics=metrics)
+        logged.add(epoch)

@@ -88,6 +88,8 @@ NOT_SEARCHABLE = (
     "run_name",
     "tracking_uri",
     "checkpoint_dir",
+    "store",
+    "max_memory_mb",
     "workers",
     "launcher",
     "collectives",

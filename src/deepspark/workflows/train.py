@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
 from deepspark.models.builders import check_base, check_model, default_model
-from deepspark.training.checkpoint import CheckpointStore, default_checkpoint_root
+from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
 
 logger = logging.getLogger("deepspark.training")
@@ -112,6 +111,10 @@ def train(
 
         find_application(config.base)
         check_weights(config.weights)
+    if config.launcher == "spark":
+        from deepspark.distributed.training import check_cluster_store
+
+        check_cluster_store(config)  # before any work: the executors must see the store
     prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
     return _run(prepared, resume_run=None)
 
@@ -126,12 +129,12 @@ def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
             f"Received: resume={run_id!r}"
         )
     directory = run.data.tags.get(CHECKPOINT_TAG)
-    if not directory or not Path(directory, "run.json").exists():
+    store = CheckpointStore(directory) if directory else None
+    if store is None or not store.has_run_info():
         raise UserInputError(
-            f"Run {run_id} has no local checkpoint to resume from (looked in "
+            f"Run {run_id} has no checkpoint to resume from (looked in "
             f"{directory}); start a new run. Received: resume={run_id!r}"
         )
-    store = CheckpointStore(directory)
     info = store.read_run_info()
     stored = dict(info["config"])
     if tracking_uri:
@@ -168,7 +171,7 @@ def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
         outcome = _fit(prepared, store, run_id=run_id)
         with deferred_interrupts():
             result = _finish(prepared, outcome, run_id, started)
-    shutil.rmtree(store.directory, ignore_errors=True)
+    store.remove()
     result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
     return result
 
@@ -177,8 +180,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     import mlflow
 
     config = prepared.config
-    root = Path(config.checkpoint_dir) if config.checkpoint_dir else default_checkpoint_root()
-    store = CheckpointStore((root / run_id).resolve())
+    store = CheckpointStore(checkpoint_root(config.checkpoint_dir, config.store).child(run_id))
     stored_config = config.to_dict()
     if Path(config.data).exists():
         stored_config["data"] = str(Path(config.data).resolve())

@@ -138,7 +138,7 @@ class TrainConfig:
     tracking_uri: str | None = None
     checkpoint_dir: str | None = None
     store: str | None = None
-    max_memory_mb: int | None = None
+    max_memory_mb: float | None = None
     workers: int = 1
     launcher: str | None = None
     collectives: str | None = None
@@ -237,7 +237,7 @@ def validate_config(config: TrainConfig) -> None:
     if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
         raise _invalid("lr", "must be a positive number such as 0.001", config.lr)
     _validate_tabular_net(config)
-    if config.max_memory_mb is not None and not int(config.max_memory_mb) > 0:
+    if config.max_memory_mb is not None and not float(config.max_memory_mb) > 0:
         raise _invalid("max_memory_mb", "must be a positive number of MB", config.max_memory_mb)
     for name in ("epochs", "batch_size", "patience", "workers", "ensemble_size"):
         if getattr(config, name) is not None and int(getattr(config, name)) <= 0:

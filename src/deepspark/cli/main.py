@@ -96,7 +96,7 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option(
     "--max-memory",
     "max_memory_mb",
-    type=int,
+    type=float,
     help="MB of encoded training data held in memory; more is streamed (default: RAM/4).",
 )
 @click.option("--workers", type=int, help="Data-parallel workers (batch size is per worker).")

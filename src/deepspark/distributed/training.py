@@ -84,12 +84,15 @@ class _DistributedFit:
         self.launcher = launcher
         self.collectives = resolve_launch(launcher, config.collectives)
         self.restarts = 0
-        self.shards = write_shards(
-            {split: _shard_rows(prepared, split) for split in ("train", "val")},
-            world_size=config.workers,
-            key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
-            root=shard_cache_root(config.store),
-        )
+        if prepared.streamed is not None:  # already in the store, cut for these ranks
+            self.shards = prepared.streamed.shards
+        else:
+            self.shards = write_shards(
+                {split: _shard_rows(prepared, split) for split in ("train", "val")},
+                world_size=config.workers,
+                key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
+                root=shard_cache_root(config.store),
+            )
 
     def phase(self, prepared: PreparedData, store: CheckpointStore, *, state, model, phase):
         """A ``training.transfer.PhaseRunner`` (``phase`` None: a run without phases)."""
@@ -140,7 +143,7 @@ class _DistributedFit:
         """The compiled initial model (built here unless given), where to checkpoint and log."""
         import mlflow
 
-        from deepspark.training.fit import build_compiled_model
+        from deepspark.training.fit import build_compiled_model, streamed_class_weights
 
         initial_model = model if model is not None else build_compiled_model(prepared)
         # A built optimizer saves all its slots, so every rank loads the same complete state.
@@ -156,6 +159,8 @@ class _DistributedFit:
             model_file=store.model_file,
             start_state=start_state,
             checkpoint_extras=extras,
+            stream=prepared.streamed is not None,
+            class_weight=streamed_class_weights(prepared) if prepared.streamed else None,
         )
 
 

@@ -37,6 +37,8 @@ class WorkerJob:
     # from, used unless rank 0 finds a checkpoint of this phase (then the job resumes that).
     start_state: dict[str, Any] | None = None
     checkpoint_extras: dict[str, Any] | None = None  # facts every checkpoint records (the phase)
+    stream: bool = False  # stream the shards a batch at a time (a table larger than memory)
+    class_weight: dict[int, float] | None = None  # streamed: balanced class weights by index
 
 
 def model_to_bytes(model) -> bytes:
@@ -59,7 +61,7 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     ``FINAL_MODEL_FILE`` in the checkpoint folder and returns ``{"outcome": {...}}``."""
     from deepspark.distributed.backends import get_backend
     from deepspark.distributed.optimizer import DistributedOptimizer
-    from deepspark.training.fit import run_fit
+    from deepspark.training.fit import run_fit, shard_streams
 
     keras = import_keras()
     backend = get_backend()
@@ -79,11 +81,22 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
         model.optimizer.learning_rate = fresh_rate
     DistributedOptimizer(model.optimizer, collectives=backend)
     callbacks = _rank_callbacks(job, config, store, state, backend=backend)
+    if job.stream:
+        train, validation = shard_streams(
+            job.shards,
+            config,
+            rank=backend.rank,
+            start_epoch=start_epoch,
+            class_weight=job.class_weight,
+        )
+    else:
+        train = _rank_data(job, "train", backend.rank)
+        validation = _rank_data(job, "val", backend.rank)
     outcome = run_fit(
         model,
         config,
-        train=_rank_data(job, "train", backend.rank),
-        validation=_rank_data(job, "val", backend.rank),
+        train=train,
+        validation=validation,
         callbacks=callbacks,
         state=state,
         first_callbacks=_distributed_callbacks(config, backend, target_rate),

@@ -20,7 +20,7 @@ from deepspark.config import DEFAULT_PATIENCE, TrainConfig
 from deepspark.data.image_inputs import ImageFiles, chunk_rows
 from deepspark.models.builders import BuildContext, build_model
 from deepspark.models.inference import image_spec_of
-from deepspark.models.preprocessing import StandardizedLoss, fit_numeric_stats
+from deepspark.models.preprocessing import StandardizedLoss
 from deepspark.tracking.run import deferred_interrupts
 from deepspark.training import callbacks as ds_callbacks
 from deepspark.training.checkpoint import CheckpointStore
@@ -78,7 +78,7 @@ def build_compiled_model(prepared: PreparedData):
     config = prepared.config
     keras.utils.set_random_seed(config.seed)
     numeric = prepared.numeric_train
-    stats = fit_numeric_stats(numeric) if numeric is not None else None
+    stats = prepared.numeric_stats()
     context = BuildContext(
         prepared.schema,
         stats,
@@ -96,7 +96,7 @@ def compile_model(model, prepared: PreparedData, lr: float | None) -> None:
     """(Re)compile ``model`` with a fresh optimizer at ``lr`` and the task's loss and metrics."""
     config = prepared.config
     loss, metrics = loss_and_metrics(prepared)
-    steps_per_epoch = math.ceil(len(prepared.targets["train"]) / config.batch_size)
+    steps_per_epoch = math.ceil(prepared.train_rows / config.batch_size)
     optimizer = make_optimizer(
         config.optimizer,
         lr,
@@ -125,14 +125,71 @@ def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
         with deferred_interrupts():
             relog_missing_epochs(state["history"])
         logger.info("Resuming after epoch %d", start_epoch)
+    if prepared.streamed is not None:
+        train, validation = shard_streams(
+            prepared.streamed.shards,
+            config,
+            rank=0,
+            start_epoch=state["epoch"] + 1 if state else 0,
+            class_weight=streamed_class_weights(prepared),
+        )
+    else:
+        train = (prepared.inputs["train"], prepared.targets["train"])
+        validation = (prepared.inputs["val"], prepared.targets["val"])
     return run_fit(
         model,
         config,
-        train=(prepared.inputs["train"], prepared.targets["train"]),
-        validation=(prepared.inputs["val"], prepared.targets["val"]),
+        train=train,
+        validation=validation,
         callbacks=default_callbacks(config, store, state=state),
         state=state,
     )
+
+
+def shard_streams(
+    shards,
+    config: TrainConfig,
+    *,
+    rank: int,
+    start_epoch: int,
+    class_weight: dict[int, float] | None = None,
+):
+    """``(train, validation)`` for ``run_fit`` streamed from a rank's shard files: every rank
+    the same number of training and validation batches (the fewest rows any rank has)."""
+    from deepspark.store.stream import ShardStream
+
+    filesystem = shards.store.filesystem
+    train = ShardStream(
+        shards.files("train", rank),
+        filesystem=filesystem,
+        batch_size=config.batch_size,
+        rows=shards.train_rows(),
+        seed=config.seed + 1000 * rank,
+        start_epoch=start_epoch,
+        class_weight=class_weight,
+    )
+    validation = ShardStream(
+        shards.files("val", rank),
+        filesystem=filesystem,
+        batch_size=max(config.batch_size, VALIDATION_BATCH_ROWS),
+        rows=min(shards.rows("val")),
+        shuffle=False,
+    )
+    return (train, None), (validation, None)
+
+
+def streamed_class_weights(prepared: PreparedData) -> dict[int, float] | None:
+    """``balanced_class_weights`` from the streaming pass's class counts."""
+    if not prepared.config.class_weight or prepared.schema.task == "regression":
+        return None
+    counts = prepared.streamed.statistics.class_counts
+    present = [label for label in prepared.schema.class_labels if counts.get(label)]
+    total = sum(counts[label] for label in present)
+    return {
+        index: float(total / (len(present) * counts[label]))
+        for index, label in enumerate(prepared.schema.class_labels)
+        if counts.get(label)
+    }
 
 
 @dataclasses.dataclass
@@ -261,6 +318,8 @@ def run_fit(
 def _fit_data(config: TrainConfig, train: tuple, validation: tuple) -> dict[str, Any]:
     """``fit``'s data arguments: arrays in memory, or streamed image batches."""
     inputs, targets = train
+    if targets is None:  # a stream (store.stream.ShardStream) with its own class weights
+        return {"x": inputs, "validation_data": validation[0]}
     weights = {"class_weight": balanced_class_weights(targets)} if config.class_weight else {}
     validation_rows = max(config.batch_size, VALIDATION_BATCH_ROWS)
     image_spec = image_spec_of(inputs)

@@ -21,7 +21,7 @@ from deepspark.data.image_sources import (
 )
 from deepspark.data.readers import BUILTIN_DATASETS, read_table
 from deepspark.data.schema import FeatureSchema, infer_schema, learn_vocabularies
-from deepspark.data.splits import DataSplit, split_frame
+from deepspark.data.splits import DataSplit, hash_split
 from deepspark.errors import UserInputError
 
 logger = logging.getLogger("deepspark.training")
@@ -41,11 +41,42 @@ class PreparedData:
     fingerprint: str
     builder: Any = None  # how the network is built (deepspark.models.builders.build_model)
     bad_images: tuple[tuple[str, str], ...] = ()  # (source, reason) left out of training
+    # A table streamed into the store (training.prepare_stream.StreamedSplits): then ``split``
+    # is None and ``inputs`` / ``targets`` are empty; the rows are in its shards.
+    streamed: Any = None
 
     @property
     def numeric_train(self) -> np.ndarray | None:
+        """The training split's numeric columns (streamed: all of them, or a uniform sample)."""
+        if self.streamed is not None:
+            return self.streamed.statistics.numeric_sample
         train = self.inputs["train"]
         return train.get(NUMERIC_INPUT) if isinstance(train, dict) else None
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows per split."""
+        return dict(self.streamed.rows) if self.streamed is not None else self.split.sizes()
+
+    @property
+    def train_rows(self) -> int:
+        return self.rows["train"]
+
+    def numeric_stats(self):
+        """The numeric columns' ``NumericStats`` (streamed: from the streaming pass)."""
+        from deepspark.models.preprocessing import NumericStats, fit_numeric_stats
+
+        if self.streamed is not None:
+            summary = self.streamed.statistics.numeric
+            return None if summary is None else NumericStats(**dataclasses.asdict(summary))
+        numeric = self.numeric_train
+        return fit_numeric_stats(numeric) if numeric is not None else None
+
+    def example_rows(self) -> pd.DataFrame:
+        """A few raw training rows (the logged model's input example)."""
+        if self.streamed is not None:
+            return self.streamed.example
+        return self.split.train[self.schema.feature_names].head(5)
 
 
 def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
@@ -61,13 +92,19 @@ def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
     return dataclasses.replace(config, target=default)
 
 
-def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
-    """Read, infer the schema, split (stratified for classification) and encode.
+def prepare_data(config: TrainConfig, *, model: Any = None, data: Any = None) -> PreparedData:
+    """Read, infer the schema, split (by a hash of each row) and encode.
+
+    A table whose encoded rows would pass the memory budget (``max_memory_mb``) is streamed
+    into shards in the store instead (``training.prepare_stream``): the same schema,
+    statistics and split, never the whole table in memory.
 
     Args:
         config: The run's settings.
         model: The ``model`` given to ``train``; checked against the kind of data (tables or
             images) as soon as that is known, before any work on the data.
+        data: The data itself when it is not a path (a pandas or Spark DataFrame, a
+            ``TableSource``); ``config.data`` then only describes it.
 
     Raises:
         DataError / UserInputError: For every problem with the data or the target.
@@ -84,7 +121,14 @@ def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
 
         check_model(model, "image")
         return prepare_images(config, list_image_glob(config.data), PATH_COLUMN)
-    frame = read_table(config.data)
+    source = _table_source(config, data)
+    if source is not None and _should_stream(config, source):
+        from deepspark.training.prepare_stream import stream_prepare
+
+        check_model(model, "tabular")
+        config = resolve_target(config, source.head(5))
+        return stream_prepare(config, source, world_size=max(1, config.workers))
+    frame = read_table(config.data) if source is None else source.read_pandas()
     image_column = find_image_column(frame, exclude=[config.target] if config.target else [])
     check_model(model, "tabular" if image_column is None else "image")
     if image_column is not None:
@@ -94,13 +138,11 @@ def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
     config = with_data_defaults(resolve_target(config, frame), "tabular")
     schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
-    stratify = frame[config.target] if schema.task != "regression" else None
-    split = split_frame(
+    split = hash_split(
         frame,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
-        stratify=stratify,
     )
     schema = learn_vocabularies(schema, split.train)
     parts = {"train": split.train, "val": split.val, "test": split.test}
@@ -129,6 +171,49 @@ def prepare_data(config: TrainConfig, *, model: Any = None) -> PreparedData:
         target_scale=scale,
         fingerprint=fingerprint(frame),
     )
+
+
+def _table_source(config: TrainConfig, data: Any):
+    """The table source of ``data`` (or ``config.data``), or ``None`` for a local file or a
+    built-in dataset name, which ``read_table`` reads (and reports on) as before."""
+    from deepspark.data.sources import resolve_source
+
+    if data is not None:
+        return resolve_source(data)
+    path = Path(config.data)
+    if path.is_file():  # small files: read_table (and its messages); large ones stream
+        large = 4 * path.stat().st_size > memory_budget_bytes(config)
+        return resolve_source(config.data) if large else None
+    if not path.exists() and config.data in BUILTIN_DATASETS:
+        return None
+    if not path.exists() and "://" not in config.data and not any(c in config.data for c in "*?["):
+        return None  # read_table says it is missing, naming the built-in datasets
+    return resolve_source(config.data)
+
+
+def memory_budget_bytes(config: TrainConfig) -> int:
+    """``max_memory_mb``, or a quarter of the machine's memory."""
+    if config.max_memory_mb:
+        return int(float(config.max_memory_mb) * 2**20)
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+
+
+def _should_stream(config: TrainConfig, source) -> bool:
+    """Stream when the table in memory (raw and encoded) would pass the budget; an in-memory
+    frame never streams, a Spark DataFrame always does."""
+    kind = type(source).__name__
+    if "Pandas" in kind:
+        return False
+    if "Spark" in kind:
+        return True
+    columns = max(1, len(source.schema))
+    if source.estimated_rows is not None:
+        estimate = source.estimated_rows * columns * 16  # pandas + encoded copies, 8 bytes each
+    else:
+        estimate = 4 * (source.estimated_bytes or 0)  # text: about 4x in memory
+    return estimate > memory_budget_bytes(config)
 
 
 def shape_target(encoded: np.ndarray, task: str) -> np.ndarray:

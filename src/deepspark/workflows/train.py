@@ -76,7 +76,10 @@ def train(
     """Train a Keras network on a table, track it in MLflow and log the model.
 
     Args:
-        data: CSV / Parquet / JSON-lines path or built-in dataset name (``diabetes``).
+        data: A CSV / Parquet / JSON-lines file, a folder or glob of them (hive partitions
+            too), a URI on any filesystem pyarrow reaches (``s3://bucket/houses/``), a Delta
+            table, a built-in dataset name (``diabetes``), or a pandas or Spark DataFrame.
+            Tables larger than ``max_memory_mb`` stream through the store.
         target: Column to predict (optional for built-in datasets).
         config: A complete ``TrainConfig`` instead of ``data``, ``target`` and settings.
         config_file: TOML file with settings; explicit arguments win over it.
@@ -101,6 +104,9 @@ def train(
     """
     if resume:
         return _resume(resume, tracking_uri=settings.get("tracking_uri"))
+    frame = None
+    if data is not None and not isinstance(data, str | Path):  # a pandas / Spark DataFrame
+        frame, data = data, _describe_frame(data)
     if config is None:
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
@@ -115,8 +121,14 @@ def train(
         from deepspark.distributed.training import check_cluster_store
 
         check_cluster_store(config)  # before any work: the executors must see the store
-    prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
-    return _run(prepared, resume_run=None)
+    prepared = prepare_data(config, model=model, data=frame)
+    return _run(dataclasses.replace(prepared, builder=model), resume_run=None)
+
+
+def _describe_frame(frame: Any) -> str:
+    """What a DataFrame given as ``data`` is called in the run's params and messages."""
+    kind = "Spark" if type(frame).__module__.startswith("pyspark") else "pandas"
+    return f"<{kind} DataFrame>"
 
 
 def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
@@ -191,7 +203,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
             "task_resolved": prepared.schema.task,
             "model": _model_name(prepared.builder, prepared.schema.kind, config),
             "features": len(prepared.schema.features),
-            **{f"rows_{name}": count for name, count in prepared.split.sizes().items()},
+            **{f"rows_{name}": count for name, count in prepared.rows.items()},
         }
     )
     mlflow.set_tags(
@@ -220,6 +232,33 @@ def _log_bad_images(bad_images) -> None:
         path = Path(scratch, BAD_IMAGES_FILE)
         listing.to_csv(path, index=False)
         mlflow.log_artifact(str(path))
+
+
+def _predict_streamed(model, shards, split: str):
+    """``(targets, outputs)`` of a whole split read back from every rank's shard files, a
+    record batch at a time (only the outputs and targets are kept: a few bytes per row)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from deepspark.distributed.shards import table_to_arrays
+    from deepspark.models.inference import predict_arrays
+
+    targets, outputs = [], []
+    filesystem = shards.store.filesystem
+    for rank in range(shards.world_size):
+        for path in shards.files(split, rank):
+            with filesystem.open_input_file(path) as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
+                    inputs, target = table_to_arrays(_as_table(batch))
+                    targets.append(target)
+                    outputs.append(predict_arrays(model, inputs))
+    return np.concatenate(targets), np.concatenate(outputs)
+
+
+def _as_table(batch):
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
 
 
 def _model_name(model: Any, kind: str, config: TrainConfig) -> str:
@@ -260,10 +299,13 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
 
     schema, model = prepared.schema, outcome.model
     metrics: dict[str, float] = {}
-    splits = ("val", "test") if len(prepared.split.test) else ("val",)
+    splits = ("val", "test") if prepared.rows["test"] else ("val",)
     for name in splits:
-        output = predict_arrays(model, prepared.inputs[name])
-        scores = evaluate_predictions(schema.task, prepared.targets[name], output)
+        if prepared.streamed is not None:
+            targets, output = _predict_streamed(model, prepared.streamed.shards, name)
+        else:
+            targets, output = prepared.targets[name], predict_arrays(model, prepared.inputs[name])
+        scores = evaluate_predictions(schema.task, targets, output)
         metrics.update({f"{name}_{key}": value for key, value in scores.items()})
     mlflow.log_metrics(metrics, step=outcome.epochs_completed)
     if outcome.history:
@@ -283,7 +325,7 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
         },
     )
     # An image model's example would be local paths or raw bytes: its signature says enough.
-    example = None if schema.image else prepared.split.train[schema.feature_names].head(5)
+    example = None if schema.image else prepared.example_rows()
     model_info = log_pyfunc_model(deepspark_model, example)
     mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
     mlflow.log_metrics(
@@ -297,7 +339,7 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
         best_epoch=outcome.best_epoch + 1,
         stopped_early=outcome.stopped_early,
         task=schema.task,
-        rows=prepared.split.sizes(),
+        rows=prepared.rows,
         experiment=prepared.config.experiment,
         tracking_uri="",
         seconds=round(time.perf_counter() - started, 3),

@@ -1,0 +1,245 @@
+"""Tables larger than memory: two streaming passes from the source into encoded shards in the
+store, never the whole table in memory.
+
+1. **Scan**: the schema (feature kinds, task) is inferred from the first rows; then every batch is
+   cleaned the way ``infer_schema`` cleans a whole table, assigned its split by a hash of the row
+   (``data.splits.split_codes``: the same split as an in-memory read), and its training rows feed
+   ``data.statistics.StreamingStatistics`` (normalisation, vocabularies, target scale, class
+   counts, a numeric sample). Class labels and row counts come from all rows.
+2. **Encode**: every batch again, encoded with the learned schema and written round-robin to the
+   ranks' shard files of its split (``store.shards``), manifest last.
+
+A value that does not parse in a numeric column is a bad record: counted, reported, and read as
+missing (imputed), not fatal. Memory is bounded by the batch size, the statistics' sample and the
+writers' row groups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepspark.config import TrainConfig, with_data_defaults
+from deepspark.data.encoding import encode_features, encode_target
+from deepspark.data.schema import (
+    CATEGORICAL,
+    FeatureSchema,
+    find_class_labels,
+    infer_schema,
+)
+from deepspark.data.splits import MIN_EVAL_ROWS, MIN_TRAIN_ROWS, split_codes
+from deepspark.data.statistics import StreamingStatistics, TrainStatistics
+from deepspark.distributed.shards import data_key, shard_cache_root
+from deepspark.errors import DataError
+from deepspark.store.shard_writer import ShardSetWriter
+
+logger = logging.getLogger("deepspark.training")
+
+SCHEMA_SAMPLE_ROWS = 20_000
+BATCH_ROWS = 65_536
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedSplits:
+    """Encoded splits in the store, and what was learned on the way.
+
+    Attributes:
+        shards: Per-rank shard files of ``train``, ``val`` and ``test``.
+        rows: Rows per split (all ranks).
+        statistics: What the training rows taught (``TrainStatistics``).
+        example: The first raw rows (the model's input example and signature).
+        bad_values: Values that did not parse in numeric columns (read as missing).
+        dropped_target: Rows left out because their target was missing.
+    """
+
+    shards: Any
+    rows: dict[str, int]
+    statistics: TrainStatistics
+    example: pd.DataFrame
+    bad_values: int = 0
+    dropped_target: int = 0
+
+
+def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
+    """``prepare_data`` for a table streamed from ``source`` (see the module docstring).
+
+    Args:
+        config: The run's settings, target resolved.
+        source: A ``data.sources.TableSource``.
+        world_size: Ranks the shards are cut for.
+
+    Returns:
+        A ``PreparedData`` whose ``streamed`` holds the shards; ``inputs`` and ``targets`` are
+        empty.
+    """
+    from deepspark.training.prepare import PreparedData, check_loss
+
+    head = source.head(SCHEMA_SAMPLE_ROWS)
+    config = with_data_defaults(config, "tabular")
+    schema, _ = infer_schema(head, config.target, task=config.task, exclude=config.exclude)
+    check_loss(config, schema.task)
+    columns = [*schema.feature_names, schema.target]
+    scan = _scan(source, schema, config, columns)
+    schema = _learned_schema(schema, scan)
+    fingerprint = source_fingerprint(source)
+    key = data_key(fingerprint, schema.to_dict(), config.seed, config.val_fraction,
+                   config.test_fraction, "streamed")  # fmt: skip
+    writer = ShardSetWriter(shard_cache_root(config.store).child(f"{key}-w{world_size}"),
+                            world_size=world_size)  # fmt: skip
+    if not writer.is_complete():
+        _encode(source, schema, config, columns, writer)
+    shards = writer.finish()
+    logger.info(
+        "%s task, %d features; rows: %s (streamed from %s into %s)",
+        schema.task,
+        len(schema.features),
+        " / ".join(f"{count} {name}" for name, count in scan["rows"].items()),
+        source.description,
+        shards.store.uri,
+    )
+    stats = scan["statistics"]
+    streamed = StreamedSplits(
+        shards=shards,
+        rows=scan["rows"],
+        statistics=stats,
+        example=head[schema.feature_names].head(5),
+        bad_values=scan["bad_values"],
+        dropped_target=scan["dropped"],
+    )
+    return PreparedData(
+        config=config,
+        schema=schema,
+        split=None,
+        inputs={},
+        targets={},
+        target_center=stats.target_center,
+        target_scale=stats.target_scale,
+        fingerprint=fingerprint,
+        streamed=streamed,
+    )
+
+
+def clean_rows(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, int, int]:
+    """A batch cleaned like ``infer_schema`` cleans a table: rows without a target dropped,
+    numeric columns as float64 (unparseable text read as missing), categorical ones as text.
+
+    Returns:
+        ``(frame, rows dropped for a missing target, unparseable numeric values)``.
+    """
+    kept = frame[frame[schema.target].notna()].reset_index(drop=True)
+    dropped = len(frame) - len(kept)
+    bad = 0
+    columns = {}
+    for spec in schema.features:
+        column = kept[spec.name]
+        if spec.kind == CATEGORICAL:
+            present = column.notna()
+            columns[spec.name] = column.astype("string").astype(object).where(present, None)
+            continue
+        parsed = pd.to_numeric(column, errors="coerce") if column.dtype == object else column
+        parsed = parsed.astype("float64")
+        bad += int((parsed.isna() & column.notna()).sum())
+        columns[spec.name] = parsed
+    columns[schema.target] = kept[schema.target]
+    return pd.DataFrame(columns, index=kept.index), dropped, bad
+
+
+def _batches(source, columns: list[str]):
+    for batch in source.iter_batches(columns=columns, batch_rows=BATCH_ROWS):
+        yield batch.to_pandas()
+
+
+def _codes(frame: pd.DataFrame, config: TrainConfig) -> np.ndarray:
+    return split_codes(
+        frame, seed=config.seed, val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+    )  # fmt: skip
+
+
+def _scan(source, schema: FeatureSchema, config: TrainConfig, columns: list[str]) -> dict:
+    statistics = StreamingStatistics(schema, seed=config.seed)
+    rows = dict.fromkeys(SPLITS, 0)
+    labels: set = set()
+    dropped = bad_values = 0
+    for raw in _batches(source, columns):
+        frame, dropped_rows, bad = clean_rows(raw, schema)
+        dropped, bad_values = dropped + dropped_rows, bad_values + bad
+        codes = _codes(frame, config)
+        for code, name in enumerate(SPLITS):
+            rows[name] += int(np.count_nonzero(codes == code))
+        if schema.task != "regression":
+            labels.update(frame[schema.target].unique().tolist())
+        statistics.add(frame[codes == 0])
+    if dropped:
+        logger.warning("Dropped %d rows whose target '%s' is missing", dropped, schema.target)
+    if bad_values:
+        logger.warning("%d values in numeric columns were not numbers: read as missing", bad_values)
+    _check_rows(rows, config)
+    return {"statistics": statistics.finish(), "rows": rows, "labels": labels,
+            "dropped": dropped, "bad_values": bad_values}  # fmt: skip
+
+
+def _learned_schema(schema: FeatureSchema, scan: dict) -> FeatureSchema:
+    stats: TrainStatistics = scan["statistics"]
+    features = tuple(
+        dataclasses.replace(spec, vocabulary=stats.vocabularies.get(spec.name, ()))
+        if spec.kind == CATEGORICAL
+        else spec
+        for spec in schema.features
+    )
+    labels = schema.class_labels
+    if schema.task != "regression":
+        labels = find_class_labels(pd.Series(sorted(scan["labels"], key=str)), schema.task,
+                                   schema.target)  # fmt: skip
+    return dataclasses.replace(schema, features=features, class_labels=labels)
+
+
+def _encode(source, schema, config, columns, writer: ShardSetWriter) -> None:
+    for raw in _batches(source, columns):
+        frame, _, _ = clean_rows(raw, schema)
+        codes = _codes(frame, config)
+        for code, name in enumerate(SPLITS):
+            part = frame[codes == code]
+            if len(part):
+                writer.add(name, encode_features(part, schema), _target(part, schema))
+
+
+def _target(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    from deepspark.training.prepare import shape_target
+
+    return shape_target(encode_target(frame[schema.target], schema), schema.task)
+
+
+def _check_rows(rows: dict[str, int], config: TrainConfig) -> None:
+    too_small = (
+        rows["train"] < MIN_TRAIN_ROWS
+        or rows["val"] < MIN_EVAL_ROWS
+        or (config.test_fraction > 0 and rows["test"] < MIN_EVAL_ROWS)
+    )
+    if too_small:
+        total = sum(rows.values())
+        raise DataError(
+            f"Too few rows for the split: {total} rows give {rows['train']} train / "
+            f"{rows['val']} validation / {rows['test']} test; use more data or change "
+            f"--val-fraction / --test-fraction. Received: rows={total}"
+        )
+
+
+def source_fingerprint(source) -> str:
+    """A key of the data: its files' paths, sizes and modification times (or, for frames, a
+    hash of the content)."""
+    files = source.files
+    if files:
+        infos = source.filesystem.get_file_info(files)
+        document = [(info.path, info.size, str(info.mtime)) for info in infos]
+        return "files:" + hashlib.sha256(json.dumps(document).encode()).hexdigest()[:24]
+    frame = source.read_pandas()
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64))}"

@@ -9,18 +9,21 @@ moto runs in its own process rather than as ``ThreadedMotoServer`` in the test p
 in-process ``mock_aws`` resets all of moto's backends when it starts, which would empty a
 threaded server's buckets under a running test, and it patches botocore in the test process.
 
-What the clients need (measured with pyarrow 25, deltalake 1.6, boto3 1.44):
+What the clients need (measured with pyarrow 25, deltalake 1.6.6, boto3 1.44):
     - pyarrow: ``FileSystem.from_uri("s3://bucket/key")``, ``parquet.write_table`` and
-      ``parquet.read_table`` on ``s3://`` work with the variables alone: ``AWS_ENDPOINT_URL``
-      (honoured by ``from_uri`` since Arrow 14), the two keys and ``AWS_ALLOW_HTTP``. No region
-      is needed: ``from_uri`` asks the bucket's region with a HEAD request and moto answers
-      ``us-east-1``; no ``?region=`` or ``?endpoint_override=`` in the URI either.
-    - deltalake (object_store crate): ``write_deltalake("s3://...")`` and ``DeltaTable`` work
-      with the same variables; ``AWS_ALLOW_HTTP=true`` is required for the ``http://``
-      endpoint; no locking provider or ``AWS_S3_ALLOW_UNSAFE_RENAME`` is needed.
-    - boto3: needs a region (``AWS_DEFAULT_REGION``); with any region but ``us-east-1``,
-      ``create_bucket`` needs a ``LocationConstraint``, so the fixtures use ``us-east-1``.
+      ``parquet.read_table`` on ``s3://`` work with ``AWS_ENDPOINT_URL`` (honoured by
+      ``from_uri`` since Arrow 14) and the two keys; no ``?endpoint_override=`` or ``?region=``
+      in the URI. No region variable is needed: ``from_uri`` asks the bucket's region with a
+      HEAD request and moto answers ``us-east-1``.
+    - deltalake (the object_store crate): ``write_deltalake("s3://...")`` and ``DeltaTable``
+      work with the same variables plus ``AWS_ALLOW_HTTP=true``, without which the ``http://``
+      endpoint fails ("URL scheme is not allowed"); no locking provider and no
+      ``AWS_S3_ALLOW_UNSAFE_RENAME`` are needed. No region variable is needed either.
+    - boto3: defaults to ``us-east-1`` for S3 when no region is set; with any other region,
+      ``create_bucket`` needs a ``LocationConstraint``. The fixtures set ``us-east-1`` in both
+      ``AWS_DEFAULT_REGION`` and ``AWS_REGION`` so that every client agrees.
     - ``AWS_EC2_METADATA_DISABLED`` keeps the SDKs from probing the EC2 metadata endpoint.
+    - Spark's own ``s3a://`` reader is not covered: it needs the hadoop-aws jars.
 """
 
 from __future__ import annotations

@@ -135,7 +135,7 @@ def prepare_data(config: TrainConfig, *, model: Any = None, data: Any = None) ->
         from deepspark.training.prepare_images import prepare_images
 
         return prepare_images(config, frame, image_column)
-    config = with_data_defaults(resolve_target(config, frame), "tabular")
+    config = large_table_defaults(resolve_target(config, frame), rows=len(frame))
     schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
     split = hash_split(
@@ -214,6 +214,27 @@ def _should_stream(config: TrainConfig, source) -> bool:
     else:
         estimate = 4 * (source.estimated_bytes or 0)  # text: about 4x in memory
     return estimate > memory_budget_bytes(config)
+
+
+def large_table_defaults(config: TrainConfig, *, rows: int) -> TrainConfig:
+    """``with_data_defaults`` for a table of ``rows`` rows; when the batch size was raised for
+    a large table and no learning rate given, the optimizer's default rate grows by the square
+    root of the batch growth (at most 4x)."""
+    from deepspark.config import DEFAULT_BATCH_SIZE
+    from deepspark.training.optimizers import DEFAULT_LEARNING_RATES
+
+    resolved = with_data_defaults(config, "tabular", rows=rows)
+    if config.batch_size is None and config.lr is None and resolved.batch_size > DEFAULT_BATCH_SIZE:
+        factor = min(4.0, (resolved.batch_size / DEFAULT_BATCH_SIZE) ** 0.5 / 2)
+        rate = DEFAULT_LEARNING_RATES[config.optimizer] * max(1.0, factor)
+        resolved = dataclasses.replace(resolved, lr=rate)
+        logger.info(
+            "%d rows: batch size %d, learning rate %.2g (set --batch-size / --lr to choose)",
+            rows,
+            resolved.batch_size,
+            rate,
+        )
+    return resolved
 
 
 def shape_target(encoded: np.ndarray, task: str) -> np.ndarray:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepspark.config import TrainConfig, with_data_defaults
+from deepspark.config import TrainConfig
 from deepspark.data.encoding import encode_features, encode_target
 from deepspark.data.schema import (
     CATEGORICAL,
@@ -79,15 +79,15 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
         A ``PreparedData`` whose ``streamed`` holds the shards; ``inputs`` and ``targets`` are
         empty.
     """
-    from deepspark.training.prepare import PreparedData, check_loss
+    from deepspark.training.prepare import PreparedData, check_loss, large_table_defaults
 
     head = source.head(SCHEMA_SAMPLE_ROWS)
-    config = with_data_defaults(config, "tabular")
     schema, _ = infer_schema(head, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
     columns = [*schema.feature_names, schema.target]
     scan = _scan(source, schema, config, columns)
     schema = _learned_schema(schema, scan)
+    config = large_table_defaults(config, rows=sum(scan["rows"].values()))
     fingerprint = source_fingerprint(source)
     key = data_key(fingerprint, schema.to_dict(), config.seed, config.val_fraction,
                    config.test_fraction, "streamed")  # fmt: skip

@@ -14,6 +14,7 @@ _EXTRAS = {
     "lime": "explain",
     "horovod": "horovod",
     "optuna": "tune",
+    "deltalake": "delta",
 }
 
 

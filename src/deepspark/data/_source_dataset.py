@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from deepspark.data._source_base import DEFAULT_BATCH_ROWS, TableSource, check_c
 from deepspark.data._source_files import FileListing, access_error, first_line
 from deepspark.data._source_formats import (
     FORMAT_NAMES,
+    FileFacts,
     file_format,
     format_of,
     inspect_files,
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 # Readahead kept small: iter_batches promises bounded memory, not maximum throughput.
 _FRAGMENT_READAHEAD = 2
 _BATCH_READAHEAD = 4
+# Parquet pre-buffering reads a whole file ahead (peak memory grew with file size: 6M rows,
+# 410 MB with it, 207 MB without); streaming reads column chunks as needed instead.
+_STREAMING_PARQUET = ds.ParquetFragmentScanOptions(pre_buffer=False)
+_PARQUET = {"parquet", "delta"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,6 @@ class DatasetSource(TableSource):
         rows: Exact row count from metadata (Parquet, Delta), else None.
         size: Total bytes of the data files.
         spark_read: How ``to_spark`` reads the same data.
-        shown: Turns a file path into what messages show (its URI).
     """
 
     format: str
@@ -78,7 +82,6 @@ class DatasetSource(TableSource):
     rows: int | None
     size: int | None
     spark_read: SparkRead
-    shown: Callable[[str], str]
 
     @property
     def schema(self) -> pa.Schema:
@@ -116,6 +119,7 @@ class DatasetSource(TableSource):
             batch_size=check_count(batch_rows, "batch_rows", minimum=1),
             batch_readahead=_BATCH_READAHEAD,
             fragment_readahead=_FRAGMENT_READAHEAD,
+            fragment_scan_options=_STREAMING_PARQUET if self.format in _PARQUET else None,
         )
         batches = self._guarded(scanner.to_batches)
         while True:
@@ -145,20 +149,22 @@ class DatasetSource(TableSource):
         try:
             return read()
         except OSError as error:
-            raise access_error(error, self.uri or self.description, _scheme(self)) from error
+            scheme = (self.uri or "").removeprefix("delta:").partition("://")
+            raise access_error(error, self.uri, scheme[0] if scheme[1] else "file") from error
         except pa.ArrowException as error:
+            if self.format in FORMAT_NAMES and self.format != "parquet":
+                hint = (
+                    "when later rows of a text file hold another type than its first rows "
+                    "(decimals in a column of integers), convert the files to Parquet or fix "
+                    "the file"
+                )
+            else:
+                hint = "check the files: they may be corrupt, or changed since they were listed"
             kind = FORMAT_NAMES.get(self.format, "Parquet")  # Delta tables hold Parquet files
             raise DataError(
-                f"Cannot parse data file as {kind} ({first_line(error)}); when later rows of a "
-                f"text file hold another type than its first rows (decimals in a column of "
-                f"integers), convert the files to Parquet or fix the file. "
+                f"Cannot parse data file as {kind} ({first_line(error)}); {hint}. "
                 f"Received: data={self.uri!r}"
             ) from error
-
-
-def _scheme(source: DatasetSource) -> str:
-    uri = source.uri or ""
-    return uri.split("://", 1)[0] if "://" in uri else "file"
 
 
 def open_files(
@@ -207,7 +213,6 @@ def open_files(
             size for path, size in zip(listing.paths, listing.sizes, strict=True) if path in kept
         ),
         spark_read=_spark_read(kind, full_schema, facts, listing, partitions, header is not None),
-        shown=location.to_uri,
     )
 
 
@@ -217,21 +222,18 @@ def _spark_read(kind, schema, facts, listing: FileListing, partitions, renamed) 
     uris = [location.to_spark_uri(fact.path) for fact in facts]
     if None in uris:
         return SparkRead(kind, schema, None, base)
-    if kind in {"csv", "tsv"}:  # Spark maps CSV columns by position: give it every column
-        names = schema.names
-        fields = [
-            schema.field(n) if n in names else pa.field(n, pa.string())
-            for n in facts[0].schema.names
-        ]
-        partition_fields = (
-            [] if partitions is None else [schema.field(n) for n in partitions.names if n in names]
-        )
-        header_schema = pa.schema(fields + partition_fields)
-        return SparkRead(
-            kind, schema, ((header_schema, tuple(uris)),), base, renamed_header=renamed
-        )
-    if kind == "json":  # Spark parses JSON numbers straight into the unified types
-        return SparkRead(kind, schema, ((schema, tuple(uris)),), base)
+    if kind == "parquet":
+        groups = _parquet_groups(schema, facts, uris)
+    elif kind == "json":  # Spark parses JSON numbers straight into the unified types
+        groups = ((schema, tuple(uris)),)
+    else:
+        groups = ((_csv_spark_schema(schema, facts[0]), tuple(uris)),)
+    return SparkRead(kind, schema, groups, base, renamed_header=renamed)
+
+
+def _parquet_groups(schema: pa.Schema, facts, uris) -> tuple:
+    """Files by the types they hold for the unified columns (Spark reads each group with its
+    own types; the caller casts them to the unified ones)."""
     groups: dict[tuple, tuple[pa.Schema, list[str]]] = {}
     for fact, uri in zip(facts, uris, strict=True):
         fields = [
@@ -240,7 +242,15 @@ def _spark_read(kind, schema, facts, listing: FileListing, partitions, renamed) 
         ]
         key = tuple((field.name, str(field.type)) for field in fields)
         groups.setdefault(key, (pa.schema(fields), []))[1].append(uri)
-    return SparkRead(kind, schema, tuple((s, tuple(u)) for s, u in groups.values()), base)
+    return tuple((group_schema, tuple(paths)) for group_schema, paths in groups.values())
+
+
+def _csv_spark_schema(schema: pa.Schema, first: FileFacts) -> pa.Schema:
+    """Every header column, in file order (Spark maps CSV columns by position): the unified
+    type for kept columns, text for the others; then the partition columns."""
+    header = first.schema.names
+    fields = [schema.field(n) if n in schema.names else pa.field(n, pa.string()) for n in header]
+    return pa.schema(fields + [field for field in schema if field.name not in header])
 
 
 def _one_format(listing: FileListing, data: str) -> str:

@@ -78,7 +78,6 @@ def open_delta(location_text: str, *, data: str, columns: list[str] | None) -> D
             base,
             table=base,
         ),
-        shown=lambda path: location.to_uri(f"{root}/{path}"),
     )
 
 

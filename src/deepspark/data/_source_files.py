@@ -105,9 +105,13 @@ class FileListing:
 def not_found(data: str) -> DataError:
     """The one "Data not found" message, for paths, URIs and patterns alike."""
     names = ", ".join(BUILTIN_DATASETS)
+    if SCHEME_PATTERN.match(data) is None:
+        return DataError(
+            f"Data not found: no such file, and not a built-in dataset ({names}); check the "
+            f"path. Received: data={data!r}"
+        )
     return DataError(
-        f"Data not found: no such file, folder or object, and not a built-in dataset ({names}); "
-        f"check the path or URI. Received: data={data!r}"
+        f"Data not found: no such file, folder or object; check the URI. Received: data={data!r}"
     )
 
 

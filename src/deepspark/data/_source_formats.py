@@ -3,8 +3,12 @@
 share.
 
 Text files are parsed the way ``pandas.read_csv`` reads them: pandas' missing-value markers,
-empty cells as nulls, ``True``/``False`` booleans, dates kept as text, and pandas' names for
-blank or repeated header cells (``Unnamed: 0``, ``a.1``).
+empty cells as nulls, ``True``/``False`` booleans, dates kept as text, empty columns as float,
+and pandas' names for blank or repeated header cells (``Unnamed: 0``, ``a.1``).
+
+Types are inferred from each file's first block (1 MB), not the whole file as pandas does: a
+later value that does not fit (a decimal in a column of integers) is a ``DataError`` when it is
+read, which says to convert the files to Parquet.
 """
 
 from __future__ import annotations
@@ -243,8 +247,9 @@ def _text_schema(schema: pa.Schema, header: tuple[str, ...] | None) -> pa.Schema
 
 
 def text_nulls(schema: pa.Schema) -> pa.Schema:
-    """Columns empty in every file's first block become text: text takes any later value."""
+    """Columns empty in every file's first block become float64, as pandas reads an empty
+    column (a later number then reads as a number; later text is a parse error)."""
     fields = [
-        field.with_type(pa.string()) if pa.types.is_null(field.type) else field for field in schema
+        field.with_type(pa.float64()) if pa.types.is_null(field.type) else field for field in schema
     ]
     return pa.schema(fields, metadata=schema.metadata)

@@ -109,10 +109,20 @@ class SparkSource(TableSource):
 
     @classmethod
     def from_frame(cls, frame) -> SparkSource:
-        """Wrap a Spark DataFrame (reads only its schema)."""
+        """Wrap a Spark DataFrame (reads only its schema).
+
+        Raises:
+            DataError: A column type Arrow has no equivalent for.
+        """
         from deepspark.data._source_spark import spark_arrow_schema
 
-        schema = spark_arrow_schema(frame)
+        try:
+            schema = spark_arrow_schema(frame)
+        except (TypeError, pa.ArrowException) as error:  # PySparkTypeError is a TypeError
+            raise DataError(
+                f"Spark DataFrame has a column type Arrow cannot hold ({first_line(error)}); "
+                f"cast or drop that column first. Received: schema={frame.schema.simpleString()}"
+            ) from error
         return cls(f"Spark DataFrame ({len(schema)} columns)", None, frame, schema)
 
     @property

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepspark.data._moments import TINY_SPREAD, Moments, merge_samples
 from deepspark.data.encoding import NUMERIC_INPUT, encode_features
 from deepspark.data.schema import NUMERIC, FeatureSchema, require_columns
 from deepspark.errors import DataError, UserInputError
 
 # The same rules as models.preprocessing.fit_numeric_stats and schema.learn_vocabularies.
 _SKEW_FOR_LOG = 2.0
-_TINY_SPREAD = 1e-12
 _MAX_VOCABULARY = 1000
 # Past this many distinct levels in one column, the rarest half is dropped (memory bound): the
 # vocabulary stays exact for columns with fewer distinct training levels.
@@ -70,69 +70,6 @@ class TrainStatistics:
     numeric_sample: np.ndarray | None
 
 
-class _Moments:
-    """Count, mean and central sums of squares and cubes per column, merged chunk by chunk with
-    the pairwise update of Chan, Golub and LeVeque (stable, unlike raw power sums)."""
-
-    def __init__(self, width: int):
-        self.count = np.zeros(width)
-        self.mean = np.zeros(width)
-        self.m2 = np.zeros(width)
-        self.m3 = np.zeros(width)
-
-    def add(self, values: np.ndarray, columns: np.ndarray, missing: np.ndarray) -> None:
-        """Merge the values (rows, len(columns)) into ``columns``, leaving out ``missing`` ones."""
-        count_b = (len(values) - missing.sum(axis=0)).astype(np.float64)
-        has = count_b > 0
-        if not has.all():
-            columns, values, missing, count_b = (
-                columns[has],
-                values[:, has],
-                missing[:, has],
-                count_b[has],
-            )
-        gaps = missing.any()
-        deviation = np.where(missing, 0.0, values) if gaps else values.copy()
-        mean_b = deviation.sum(axis=0) / count_b
-        deviation -= mean_b
-        if gaps:
-            deviation[missing] = 0.0
-        powers = deviation * deviation
-        m2_b = powers.sum(axis=0)
-        powers *= deviation
-        m3_b = powers.sum(axis=0)
-        self._merge(columns, count_b, mean_b, m2_b, m3_b)
-
-    def _merge(self, columns, count_b, mean_b, m2_b, m3_b) -> None:
-        count_a, mean_a = self.count[columns], self.mean[columns]
-        m2_a, m3_a = self.m2[columns], self.m3[columns]
-        count = count_a + count_b
-        delta = mean_b - mean_a
-        self.m3[columns] = (
-            m3_a
-            + m3_b
-            + delta**3 * count_a * count_b * (count_a - count_b) / count**2
-            + 3.0 * delta * (count_a * m2_b - count_b * m2_a) / count
-        )
-        self.m2[columns] = m2_a + m2_b + delta**2 * count_a * count_b / count
-        self.mean[columns] = np.where(count_a == 0, mean_b, mean_a + delta * count_b / count)
-        self.count[columns] = count
-
-    def means(self) -> np.ndarray:
-        return np.where(self.count > 0, self.mean, np.nan)
-
-    def deviations(self) -> np.ndarray:
-        """Population standard deviation (``np.std``), NaN for an empty column."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.sqrt(self.m2 / self.count)
-
-    def skewness(self) -> np.ndarray:
-        spread = self.deviations()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            skew = (self.m3 / self.count) / spread**3
-        return np.where(spread >= _TINY_SPREAD, skew, 0.0)
-
-
 class StreamingStatistics:
     """Learn the training statistics from chunks of training rows, in one pass.
 
@@ -141,19 +78,25 @@ class StreamingStatistics:
     ``sample_rows`` numeric rows. Every result equals what the in-memory path learns from the
     whole training split (floats to rounding), whatever the chunk sizes.
 
+    Partial statistics merge: build one object per partition (on Spark executors, say), pickle
+    them back, and ``merge`` them in partition order; the result is what one object fed all the
+    rows in that order learns. Give each partition its own seed (for example
+    ``seed=[seed, partition]``) so that the partitions' samples are drawn independently.
+
     Args:
         schema: The feature schema (``infer_schema``), vocabularies still empty.
         sample_rows: Size of the uniform sample of numeric rows kept for quantiles.
-        seed: Seed of the sample.
+        seed: Seed of the sample (anything ``numpy.random.default_rng`` takes).
 
     Example:
         >>> statistics = StreamingStatistics(schema, sample_rows=100_000, seed=0)
         >>> for chunk in training_chunks:
         ...     statistics.add(chunk)
         >>> learned = statistics.finish()
+        >>> statistics.merge(other_partition_statistics)  # same schema and sample_rows
     """
 
-    def __init__(self, schema: FeatureSchema, *, sample_rows: int = 100_000, seed: int = 0):
+    def __init__(self, schema: FeatureSchema, *, sample_rows: int = 100_000, seed: Any = 0):
         if sample_rows < 1:
             raise UserInputError(
                 "sample_rows must be a positive number of rows; pass 1 or more. "
@@ -167,8 +110,8 @@ class StreamingStatistics:
         self._numeric_schema = dataclasses.replace(
             schema, features=tuple(spec for spec in schema.features if spec.kind == NUMERIC)
         )
-        self._raw = _Moments(width)
-        self._logged = _Moments(width)
+        self._raw = Moments(width)
+        self._logged = Moments(width)
         self._minimum = np.full(width, np.inf)
         self._missing = np.zeros(width, dtype=bool)
         self._sample_parts: list[np.ndarray] = []
@@ -177,7 +120,7 @@ class StreamingStatistics:
         self._level_counts: dict[str, Counter] = {
             name: Counter() for name in schema.categorical_names
         }
-        self._target = _Moments(1)
+        self._target = Moments(1)
         self._class_counts: Counter = Counter()
 
     def add(self, train_rows: pd.DataFrame) -> None:
@@ -229,6 +172,75 @@ class StreamingStatistics:
             numeric_sample=self._sample() if self.schema.numeric_names else None,
         )
 
+    def merge(self, other: StreamingStatistics) -> None:
+        """Fold the statistics of other rows into these, in place.
+
+        The result equals one object that saw these rows, then ``other``'s: counts,
+        vocabularies, log and missing columns and class counts exactly, the float statistics to
+        rounding. The numeric sample is all rows in order (these, then ``other``'s) while the
+        union fits in ``sample_rows``, else a seeded uniform sample of the union. Merging an
+        object without rows changes nothing; ``add`` and ``merge`` may continue afterwards.
+
+        Args:
+            other: Statistics of other rows, built with the same schema and ``sample_rows``;
+                it is left unchanged.
+
+        Raises:
+            UserInputError: ``other`` is not a ``StreamingStatistics``, is this object, or has
+                another schema or ``sample_rows``.
+        """
+        self._check_mergeable(other)
+        if other.rows_ == 0:
+            return
+        if self.schema.numeric_names:
+            self._raw.merge(other._raw)
+            # Log moments of a column count only while its minimum stays >= 0, which then
+            # holds on both sides: each side logged all its rows.
+            self._logged.merge(other._logged)
+            self._minimum = np.fmin(self._minimum, other._minimum)
+            self._missing |= other._missing
+            self._merge_sample(other)
+        for name, counter in self._level_counts.items():
+            counter.update(other._level_counts[name])
+            _bound_levels(counter)
+        self._target.merge(other._target)
+        self._class_counts.update(other._class_counts)
+        self.rows_ += other.rows_
+
+    def _check_mergeable(self, other: object) -> None:
+        if not isinstance(other, StreamingStatistics) or other is self:
+            raise UserInputError(
+                "Can only merge the StreamingStatistics of other rows into these; pass another "
+                f"partition's statistics. Received: other={type(other).__name__}"
+                + (" (this object itself)" if other is self else "")
+            )
+        if other.schema != self.schema:
+            raise UserInputError(
+                "Cannot merge statistics learned with another feature schema; build every "
+                "partition's StreamingStatistics from the same schema. Received: "
+                f"schema={_describe(other.schema)}, expected {_describe(self.schema)}"
+            )
+        if other.sample_rows != self.sample_rows:
+            raise UserInputError(
+                "Cannot merge statistics with another sample size; build every partition's "
+                "StreamingStatistics with the same sample_rows. Received: "
+                f"sample_rows={other.sample_rows}, expected {self.sample_rows}"
+            )
+
+    def _merge_sample(self, other: StreamingStatistics) -> None:
+        if self.rows_ == 0:  # take other's sample as it is (copied: other stays unchanged)
+            self._sample_parts = [part.copy() for part in other._sample_parts]
+            self._reservoir = None if other._reservoir is None else other._reservoir.copy()
+            return
+        mine, theirs = self._sample(), other._sample()
+        if self.rows_ + other.rows_ <= self.sample_rows:  # both samples hold all their rows
+            self._sample_parts = [mine, theirs]
+            return
+        self._reservoir = merge_samples(
+            mine, self.rows_, theirs, other.rows_, capacity=self.sample_rows, rng=self._rng
+        )
+        self._sample_parts = []
+
     def _add_numeric(self, values: np.ndarray) -> None:
         columns = np.arange(values.shape[1])
         missing = np.isnan(values)
@@ -279,7 +291,7 @@ class StreamingStatistics:
         mean = np.where(log_mask, logged.means(), raw.means())
         spread = np.where(log_mask, logged.deviations(), raw.deviations())
         with np.errstate(invalid="ignore"):
-            scale = np.where(spread > _TINY_SPREAD, spread, 1.0)
+            scale = np.where(spread > TINY_SPREAD, spread, 1.0)
         return NumericSummary(
             mean=tuple(float(value) for value in mean),
             scale=tuple(float(value) for value in scale),
@@ -300,6 +312,11 @@ def _count_levels(counter: Counter, column: pd.Series) -> None:
     counts = column.value_counts(dropna=True, sort=False)
     for level, count in zip(counts.index.astype(str), counts.to_numpy(), strict=True):
         counter[level] += int(count)
+    _bound_levels(counter)
+
+
+def _bound_levels(counter: Counter) -> None:
+    """Past ``_MAX_TRACKED_LEVELS`` levels, keep the more frequent half (memory bound)."""
     if len(counter) > _MAX_TRACKED_LEVELS:
         kept = _top_levels(counter, _MAX_TRACKED_LEVELS // 2)
         for level in set(counter) - set(kept):
@@ -314,3 +331,11 @@ def _top_levels(counter: Counter, limit: int) -> tuple[str, ...]:
 
 def _label_order(item: tuple[Any, int]) -> tuple[str, Any]:
     return (str(type(item[0])), item[0])
+
+
+def _describe(schema: FeatureSchema) -> str:
+    features = ", ".join(f"{spec.name}:{spec.kind}" for spec in schema.features)
+    return (
+        f"(features=[{features}], target={schema.target!r}, task={schema.task!r}, "
+        f"class_labels={list(schema.class_labels)})"
+    )

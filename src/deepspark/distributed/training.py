@@ -32,6 +32,7 @@ from deepspark.distributed.worker import (
     model_to_bytes,
     train_worker,
 )
+from deepspark.store.store import Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData
 
@@ -50,8 +51,11 @@ def check_cluster_store(config: TrainConfig) -> None:
     from deepspark.store.probe import check_store_visible
 
     session = get_session()
-    check_store_visible(shard_cache_root(config.store), session)
-    check_store_visible(checkpoint_root(config.checkpoint_dir, config.store), session)
+    store = Store.resolve(config.store)
+    check_store_visible(store, session)
+    for other in (shard_cache_root(config.store), checkpoint_root(config.checkpoint_dir, store)):
+        if not other.uri.startswith(store.uri + "/"):  # set elsewhere (environment, option)
+            check_store_visible(other, session)
 
 
 def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: str):

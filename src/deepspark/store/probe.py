@@ -38,13 +38,14 @@ def check_store_visible(store: Store, spark) -> None:
     master = spark.sparkContext.master
     if shares_driver_host(master):
         return
-    token = f"_probe/visible-{uuid.uuid4().hex}"
+    folder = f"_probe-{uuid.uuid4().hex}"
+    token = f"{folder}/visible"
     store.write_bytes(b"deepspark", token)
     try:
         slots = max(1, int(spark.sparkContext.defaultParallelism))
         seen = _look_from_executors(spark, store, token, slots)
     finally:
-        store.delete(token)
+        store.delete(folder)
     blind = sorted({host for host, visible, _ in seen if not visible})
     if blind:
         reason = next(detail for _, visible, detail in seen if not visible)

@@ -5,7 +5,7 @@ Layout under the store's root::
 
     shards/<data key>-w<world size>/   encoded data, one set per data and world size
     checkpoints/<run id>/              per-epoch checkpoints (training.checkpoint)
-    _probe/<token>                     written by the driver, looked for by the executors
+    _probe-<token>/                    written by the driver, looked for by the executors, removed
 
 A store is given as ``--store URI`` / ``DEEPSPARK_STORE`` (``s3://bucket/prefix``,
 ``gs://...``, ``hdfs://...``, ``abfs://...``, ``file:///shared/folder`` or a plain path) and
@@ -185,10 +185,10 @@ class Store:
     def check_writable(self) -> None:
         """Write and remove a small file, or raise ``UserInputError`` saying the store cannot be
         used (no permission, unreachable endpoint, missing credentials)."""
-        token = f"_probe/writable-{uuid.uuid4().hex}"
+        folder = f"_probe-{uuid.uuid4().hex}"
         try:
-            self.write_bytes(b"deepspark", token)
-            self.delete(token)
+            self.write_bytes(b"deepspark", folder, "writable")
+            self.delete(folder)
         except (OSError, UserInputError) as error:
             raise UserInputError(
                 f"The store is not writable ({_first_line(error)}); give --store a location "

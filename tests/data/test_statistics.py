@@ -1,9 +1,11 @@
 import dataclasses
+import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from deepspark.data._moments import merge_samples
 from deepspark.data.encoding import encode_features, encode_target
 from deepspark.data.schema import infer_schema, learn_vocabularies
 from deepspark.data.statistics import NumericSummary, StreamingStatistics, TrainStatistics
@@ -189,3 +191,169 @@ def test_only_categorical_features_and_errors():
         statistics.add(train.drop(columns="y"))
     with pytest.raises(UserInputError, match=r"sample_rows must be a positive.*sample_rows=0"):
         StreamingStatistics(schema, sample_rows=0)
+
+
+# Partition bounds (fractions of the rows): unequal sizes; from 3 partitions on, one is empty
+# (the first one, then one in the middle).
+PARTITIONS = {
+    2: (0.0, 0.3, 1.0),
+    3: (0.0, 0.0, 0.45, 1.0),
+    7: (0.0, 0.002, 0.1, 0.1, 0.25, 0.5, 0.52, 1.0),
+}
+
+
+def partitions(train: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
+    bounds = [round(fraction * len(train)) for fraction in PARTITIONS[parts]]
+    return [train.iloc[start:stop] for start, stop in zip(bounds, bounds[1:], strict=False)]
+
+
+def partial(schema, rows: pd.DataFrame, chunk_rows: int = 7, **options) -> StreamingStatistics:
+    """One partition's statistics, after a pickle round trip (as from a Spark executor)."""
+    statistics = StreamingStatistics(schema, **options)
+    for start in range(0, len(rows), chunk_rows):
+        statistics.add(rows.iloc[start : start + chunk_rows])
+    return pickle.loads(pickle.dumps(statistics))
+
+
+def merged(schema, pieces: list[pd.DataFrame], **options) -> StreamingStatistics:
+    first, *rest = [partial(schema, piece, **options) for piece in pieces]
+    for other in rest:
+        first.merge(other)
+    return first
+
+
+@pytest.mark.parametrize("task", list(TABLES))
+@pytest.mark.parametrize("parts", list(PARTITIONS))
+def test_merged_partitions_equal_one_pass_over_all_rows(task, parts):
+    schema, train = cleaned(task)
+    pieces = partitions(train, parts)
+    sizes = [len(piece) for piece in pieces]
+    assert sum(sizes) == len(train) and (min(sizes) == 0) == (parts > 2)
+    assert len(set(sizes)) == parts  # unequal sizes
+    learned = merged(schema, pieces).finish()
+    single = stream(schema, train, 7)
+
+    assert learned.rows == single.rows == len(train)
+    assert_numeric_equal(learned.numeric, numeric_stats(single.numeric))
+    assert learned.vocabularies == single.vocabularies
+    assert learned.class_counts == single.class_counts
+    assert list(learned.class_counts) == list(single.class_counts)
+    np.testing.assert_allclose(learned.target_center, single.target_center, rtol=1e-9)
+    np.testing.assert_allclose(learned.target_scale, single.target_scale, rtol=1e-9)
+    np.testing.assert_array_equal(learned.numeric_sample, single.numeric_sample)
+    # And the in-memory values, as the streamed statistics are checked above.
+    with_vocabularies = learn_vocabularies(schema, train)
+    numeric_train = encode_features(train, with_vocabularies)["numeric"]
+    assert_numeric_equal(learned.numeric, fit_numeric_stats(numeric_train))
+    assert learned.vocabularies == {
+        spec.name: spec.vocabulary for spec in with_vocabularies.categorical_specs
+    }
+    np.testing.assert_array_equal(learned.numeric_sample, numeric_train)
+    assert learned.numeric_sample.dtype == np.float32
+    if task == "regression":
+        target = encode_target(train["y"], schema).astype(np.float64)
+        np.testing.assert_allclose(learned.target_center, target.mean(), rtol=1e-9)
+        np.testing.assert_allclose(learned.target_scale, target.std(), rtol=1e-9)
+    else:
+        assert learned.class_counts == train["y"].value_counts().to_dict()
+
+
+def test_merging_an_empty_partition_changes_nothing_and_adding_continues():
+    schema, train = cleaned("regression")
+    empty = pickle.loads(pickle.dumps(StreamingStatistics(schema, seed=5)))
+    statistics = partial(schema, train.iloc[:250])
+    before = pickle.dumps(statistics)
+    statistics.merge(empty)
+    assert pickle.dumps(statistics) == before  # state and random stream untouched
+    assert empty.rows_ == 0
+    # An empty object first (the driver's own partition had no rows) takes the other's state.
+    empty.merge(statistics)
+    empty.add(train.iloc[250:])
+    statistics.add(train.iloc[250:])
+    for learned in (empty.finish(), statistics.finish()):
+        single = stream(schema, train, 1000)
+        assert_numeric_equal(learned.numeric, numeric_stats(single.numeric))
+        np.testing.assert_allclose(learned.target_center, single.target_center, rtol=1e-9)
+        np.testing.assert_array_equal(learned.numeric_sample, single.numeric_sample)
+
+
+def index_table(rows: int):
+    frame = pd.DataFrame({"index": np.arange(rows, dtype=float), "y": np.arange(rows) % 2})
+    return infer_schema(frame, "y", task="binary")
+
+
+def test_merged_reservoir_stays_bounded_and_uniform():
+    rows, sample_rows = 5000, 100
+    schema, train = index_table(rows)
+    pieces = partitions(train, 7)
+    picks = []
+    for seed in range(40):
+        parts = [
+            partial(schema, piece, 500, sample_rows=sample_rows, seed=[seed, index])
+            for index, piece in enumerate(pieces)
+        ]
+        statistics, seen = parts[0], len(pieces[0])
+        for other, piece in zip(parts[1:], pieces[1:], strict=True):
+            statistics.merge(other)
+            seen += len(piece)
+            sample = statistics.finish().numeric_sample[:, 0]
+            assert len(sample) == min(seen, sample_rows)
+            assert len(np.unique(sample)) == len(sample)  # rows of the data, each once
+        picks.append(sample)
+    picks = np.concatenate(picks)
+    shares = np.bincount((picks // 1000).astype(int), minlength=5) / len(picks)
+    np.testing.assert_allclose(shares, 0.2, atol=0.03)
+    # The 10-row partition (rows 0..9) is sampled at its share too: 10 / 5000 of the picks.
+    assert 0 < np.sum(picks < 10) < 3 * len(picks) * 10 / rows
+    # The seeded merge is reproducible.
+    once, again = (merged(schema, pieces, sample_rows=sample_rows, seed=2) for _ in range(2))
+    np.testing.assert_array_equal(once.finish().numeric_sample, again.finish().numeric_sample)
+
+
+def test_merging_full_samples_that_overflow_keeps_each_row_equally_likely():
+    # Three partitions that each fit in the sample (30, 60 and 50 rows) but not together.
+    sample_rows = 100
+    schema, train = index_table(140)
+    pieces = [train.iloc[:30], train.iloc[30:90], train.iloc[90:]]
+    counts = np.zeros(140)
+    trials = 300
+    for seed in range(trials):
+        statistics = merged(schema, pieces, chunk_rows=1000, sample_rows=sample_rows, seed=seed)
+        sample = statistics.finish().numeric_sample[:, 0].astype(int)
+        assert len(sample) == sample_rows and len(set(sample)) == sample_rows
+        counts[sample] += 1
+    inclusion = counts / trials  # each row: 100 / 140 ~ 0.714
+    for part in (slice(0, 30), slice(30, 90), slice(90, 140)):
+        np.testing.assert_allclose(inclusion[part].mean(), sample_rows / 140, atol=0.03)
+    # Adding rows after the merge continues the reservoir, still bounded.
+    statistics.add(train)
+    assert len(statistics.finish().numeric_sample) == sample_rows
+    assert statistics.finish().rows == 280
+
+
+def test_merging_different_schemas_or_samples_raises():
+    schema, train = cleaned("regression")
+    statistics = partial(schema, train.iloc[:100])
+    other_schema, other_train = cleaned("binary")
+    with pytest.raises(ValueError, match=r"another feature schema.*task='binary'.*'regression'"):
+        statistics.merge(partial(other_schema, other_train.iloc[:100]))
+    renamed = dataclasses.replace(schema, target="label")
+    with pytest.raises(UserInputError, match=r"another feature schema.*target='label'"):
+        statistics.merge(StreamingStatistics(renamed))
+    with pytest.raises(UserInputError, match=r"another sample size.*sample_rows=10, expected"):
+        statistics.merge(StreamingStatistics(schema, sample_rows=10))
+    with pytest.raises(UserInputError, match=r"Can only merge.*other=dict"):
+        statistics.merge({})
+    with pytest.raises(UserInputError, match=r"this object itself"):
+        statistics.merge(statistics)
+    assert statistics.finish().rows == 100  # failed merges leave it unchanged
+
+
+def test_samples_of_more_rows_than_numpys_hypergeometric_takes_still_merge():
+    rng = np.random.default_rng(0)
+    first, second = np.arange(100.0).reshape(-1, 1), np.arange(100.0, 200.0).reshape(-1, 1)
+    sizes = [
+        int(np.sum(merge_samples(first, 3 * 10**9, second, 10**9, capacity=100, rng=rng) < 100))
+        for _ in range(200)
+    ]
+    assert np.mean(sizes) == pytest.approx(75, abs=1.5)  # 3 of every 4 rows are first's

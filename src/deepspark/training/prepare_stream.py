@@ -44,6 +44,7 @@ logger = logging.getLogger("deepspark.training")
 SCHEMA_SAMPLE_ROWS = 20_000
 BATCH_ROWS = 65_536
 SPLITS = ("train", "val", "test")
+MOSTLY_NUMERIC = 0.9  # as data.schema's rule for "a numeric column with some text"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +82,7 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
     """
     from deepspark.training.prepare import PreparedData, check_loss, large_table_defaults
 
-    head = source.head(SCHEMA_SAMPLE_ROWS)
+    head = _mostly_numeric_as_numbers(source.head(SCHEMA_SAMPLE_ROWS), config.target)
     schema, _ = infer_schema(head, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
     columns = [*schema.feature_names, schema.target]
@@ -93,9 +94,9 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
                    config.test_fraction, "streamed")  # fmt: skip
     writer = ShardSetWriter(shard_cache_root(config.store).child(f"{key}-w{world_size}"),
                             world_size=world_size)  # fmt: skip
-    if not writer.is_complete():
-        _encode(source, schema, config, columns, writer)
-    shards = writer.finish()
+    shards = writer.finish() if writer.is_complete() else _encode(
+        source, schema, config, columns, writer
+    )
     logger.info(
         "%s task, %d features; rows: %s (streamed from %s into %s)",
         schema.task,
@@ -126,6 +127,21 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
     )
 
 
+def _mostly_numeric_as_numbers(head: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Text columns whose values are numbers in at least 90% of rows are numeric features (a
+    few bad values in a large table are counted and read as missing, not fatal)."""
+    head = head.copy()
+    for name in head.columns:
+        column = head[name]
+        textual = pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)
+        if name == target or not textual or not column.notna().any():
+            continue
+        parsed = pd.to_numeric(column, errors="coerce")
+        if parsed.notna().sum() >= MOSTLY_NUMERIC * column.notna().sum():
+            head[name] = parsed
+    return head
+
+
 def clean_rows(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame, int, int]:
     """A batch cleaned like ``infer_schema`` cleans a table: rows without a target dropped,
     numeric columns as float64 (unparseable text read as missing), categorical ones as text.
@@ -143,7 +159,8 @@ def clean_rows(frame: pd.DataFrame, schema: FeatureSchema) -> tuple[pd.DataFrame
             present = column.notna()
             columns[spec.name] = column.astype("string").astype(object).where(present, None)
             continue
-        parsed = pd.to_numeric(column, errors="coerce") if column.dtype == object else column
+        numeric = pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+        parsed = column if numeric else pd.to_numeric(column, errors="coerce")
         parsed = parsed.astype("float64")
         bad += int((parsed.isna() & column.notna()).sum())
         columns[spec.name] = parsed
@@ -163,27 +180,84 @@ def _codes(frame: pd.DataFrame, config: TrainConfig) -> np.ndarray:
     )  # fmt: skip
 
 
-def _scan(source, schema: FeatureSchema, config: TrainConfig, columns: list[str]) -> dict:
-    statistics = StreamingStatistics(schema, seed=config.seed)
-    rows = dict.fromkeys(SPLITS, 0)
-    labels: set = set()
-    dropped = bad_values = 0
-    for raw in _batches(source, columns):
+@dataclasses.dataclass
+class ScanPart:
+    """What a scan of some rows found; parts of one table merge (Spark partitions)."""
+
+    statistics: StreamingStatistics
+    rows: dict[str, int]
+    labels: set
+    dropped: int = 0
+    bad_values: int = 0
+
+    def merge(self, other: ScanPart) -> None:
+        self.statistics.merge(other.statistics)
+        for name, count in other.rows.items():
+            self.rows[name] += count
+        self.labels |= other.labels
+        self.dropped += other.dropped
+        self.bad_values += other.bad_values
+
+
+def scan_frames(frames, schema: FeatureSchema, config: TrainConfig, *, part: int = 0) -> ScanPart:
+    """The first pass over some raw batches (all of a table, or one Spark partition's)."""
+    scan = ScanPart(
+        StreamingStatistics(schema, seed=config.seed + 7919 * part), dict.fromkeys(SPLITS, 0), set()
+    )
+    for raw in frames:
         frame, dropped_rows, bad = clean_rows(raw, schema)
-        dropped, bad_values = dropped + dropped_rows, bad_values + bad
+        scan.dropped, scan.bad_values = scan.dropped + dropped_rows, scan.bad_values + bad
         codes = _codes(frame, config)
         for code, name in enumerate(SPLITS):
-            rows[name] += int(np.count_nonzero(codes == code))
+            scan.rows[name] += int(np.count_nonzero(codes == code))
         if schema.task != "regression":
-            labels.update(frame[schema.target].unique().tolist())
-        statistics.add(frame[codes == 0])
-    if dropped:
-        logger.warning("Dropped %d rows whose target '%s' is missing", dropped, schema.target)
-    if bad_values:
-        logger.warning("%d values in numeric columns were not numbers: read as missing", bad_values)
-    _check_rows(rows, config)
-    return {"statistics": statistics.finish(), "rows": rows, "labels": labels,
-            "dropped": dropped, "bad_values": bad_values}  # fmt: skip
+            scan.labels.update(frame[schema.target].unique().tolist())
+        scan.statistics.add(frame[codes == 0])
+    return scan
+
+
+def encode_frames(frames, schema: FeatureSchema, config: TrainConfig, writer) -> None:
+    """The second pass over some raw batches: encoded rows dealt to the ranks' shard files."""
+    for raw in frames:
+        frame, _, _ = clean_rows(raw, schema)
+        codes = _codes(frame, config)
+        for code, name in enumerate(SPLITS):
+            part = frame[codes == code]
+            if len(part):
+                writer.add(name, encode_features(part, schema), _target(part, schema))
+
+
+def _scan(source, schema: FeatureSchema, config: TrainConfig, columns: list[str]) -> dict:
+    if uses_spark(config, source):
+        from deepspark.training.prepare_spark import spark_scan
+
+        scan = spark_scan(source, schema, config, columns)
+    else:
+        scan = scan_frames(_batches(source, columns), schema, config)
+    if scan.dropped:
+        logger.warning("Dropped %d rows whose target '%s' is missing", scan.dropped, schema.target)
+    if scan.bad_values:
+        logger.warning(
+            "%d values in numeric columns were not numbers: read as missing", scan.bad_values
+        )
+    _check_rows(scan.rows, config)
+    return {"statistics": scan.statistics.finish(), "rows": scan.rows, "labels": scan.labels,
+            "dropped": scan.dropped, "bad_values": scan.bad_values}  # fmt: skip
+
+
+def uses_spark(config: TrainConfig, source) -> bool:
+    """Whether the passes run on Spark executors: for a Spark DataFrame, and for files when the
+    run is on a cluster (the executors read the files; no row passes through the driver)."""
+    from deepspark.data.sources import DatasetSource, SparkSource
+
+    if isinstance(source, SparkSource):
+        return True
+    if config.launcher != "spark" or not isinstance(source, DatasetSource):
+        return False
+    from deepspark.spark.session import get_session
+    from deepspark.store.probe import shares_driver_host
+
+    return not shares_driver_host(get_session().sparkContext.master)
 
 
 def _learned_schema(schema: FeatureSchema, scan: dict) -> FeatureSchema:
@@ -201,14 +275,14 @@ def _learned_schema(schema: FeatureSchema, scan: dict) -> FeatureSchema:
     return dataclasses.replace(schema, features=features, class_labels=labels)
 
 
-def _encode(source, schema, config, columns, writer: ShardSetWriter) -> None:
-    for raw in _batches(source, columns):
-        frame, _, _ = clean_rows(raw, schema)
-        codes = _codes(frame, config)
-        for code, name in enumerate(SPLITS):
-            part = frame[codes == code]
-            if len(part):
-                writer.add(name, encode_features(part, schema), _target(part, schema))
+def _encode(source, schema, config, columns, writer: ShardSetWriter):
+    """The shard set: written by the executors (Spark) or by this process."""
+    if uses_spark(config, source):
+        from deepspark.training.prepare_spark import spark_encode
+
+        return spark_encode(source, schema, config, columns, writer)
+    encode_frames(_batches(source, columns), schema, config, writer)
+    return writer.finish()
 
 
 def _target(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:

@@ -179,6 +179,13 @@ def hash_split(
     )
 
 
+def content_digest(rows: Any, *, seed: int = 0) -> int:
+    """An order-independent 64-bit digest of the rows' values (the sum of their row hashes,
+    modulo 2**64): parts of a table (batches, Spark partitions) add up to the table's digest."""
+    position = _row_positions(rows, seed=seed, columns=None)
+    return int(np.sum((position * 2.0**53).astype(np.uint64), dtype=np.uint64))
+
+
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
     valid = 0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1
     if not valid:

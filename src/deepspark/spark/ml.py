@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,6 @@ from deepspark.spark.columns import quote
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "DEEPSPARK_DATA_DIR"
 _MODEL_SUBDIR = "model"
 
 
@@ -99,8 +96,8 @@ class KerasEstimator(Estimator, _ScoringParams, DefaultParamsReadable, DefaultPa
 
         label = self.getOrDefault(self.labelCol)
         columns = self._feature_columns(dataset, label)
-        snapshot = _snapshot(dataset, [*columns, label])
-        result = train(str(snapshot), label, **self.getSettings())
+        # Streamed by the executors into shards in the store: nothing is collected here.
+        result = train(_training_frame(dataset, [*columns, label]), label, **self.getSettings())
         transformer = KerasTransformer(
             modelUri=result.model_uri,
             predictionCol=self.getOrDefault(self.predictionCol),
@@ -244,10 +241,8 @@ def _checked_settings(settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _snapshot(dataset, columns: list[str]) -> Path:
-    """Bring the columns training needs to the driver (Arrow) and keep them as one Parquet
-    file, which the MLflow run records as its data (so ``--resume`` works)."""
-    import pyarrow.parquet as pq
+def _training_frame(dataset, columns: list[str]):
+    """The columns training needs (decimals as doubles), refused when empty."""
     from pyspark.sql import types as T
 
     types = {field.name: field.dataType for field in dataset.schema.fields}
@@ -257,14 +252,7 @@ def _snapshot(dataset, columns: list[str]) -> Path:
         else dataset[quote(name)]
         for name in columns
     ]
-    table = dataset.select(*selected).toArrow()
-    if table.num_rows == 0:
+    frame = dataset.select(*selected)
+    if frame.isEmpty():
         raise UserInputError("KerasEstimator.fit got an empty DataFrame; give it rows to train on.")
-    root = Path(os.environ.get(DATA_DIR_ENV) or Path.cwd() / ".deepspark" / "data")
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"spark-{uuid.uuid4().hex[:12]}.parquet"
-    partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    partial.rename(path)
-    logger.info("training data: %d rows x %d columns -> %s", table.num_rows, len(columns), path)
-    return path
+    return frame

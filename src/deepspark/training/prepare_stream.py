@@ -17,8 +17,6 @@ writers' row groups.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from typing import Any
 
@@ -33,7 +31,7 @@ from deepspark.data.schema import (
     find_class_labels,
     infer_schema,
 )
-from deepspark.data.splits import MIN_EVAL_ROWS, MIN_TRAIN_ROWS, split_codes
+from deepspark.data.splits import MIN_EVAL_ROWS, MIN_TRAIN_ROWS, content_digest, split_codes
 from deepspark.data.statistics import StreamingStatistics, TrainStatistics
 from deepspark.distributed.shards import data_key, shard_cache_root
 from deepspark.errors import DataError
@@ -89,7 +87,7 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
     scan = _scan(source, schema, config, columns)
     schema = _learned_schema(schema, scan)
     config = large_table_defaults(config, rows=sum(scan["rows"].values()))
-    fingerprint = source_fingerprint(source)
+    fingerprint = scan["fingerprint"]  # of the rows' values: any file layout, any partitioning
     key = data_key(fingerprint, schema.to_dict(), config.seed, config.val_fraction,
                    config.test_fraction, "streamed")  # fmt: skip
     writer = ShardSetWriter(shard_cache_root(config.store).child(f"{key}-w{world_size}"),
@@ -189,9 +187,11 @@ class ScanPart:
     labels: set
     dropped: int = 0
     bad_values: int = 0
+    digest: int = 0  # data.splits.content_digest of the rows seen
 
     def merge(self, other: ScanPart) -> None:
         self.statistics.merge(other.statistics)
+        self.digest = (self.digest + other.digest) % 2**64
         for name, count in other.rows.items():
             self.rows[name] += count
         self.labels |= other.labels
@@ -208,6 +208,7 @@ def scan_frames(frames, schema: FeatureSchema, config: TrainConfig, *, part: int
         frame, dropped_rows, bad = clean_rows(raw, schema)
         scan.dropped, scan.bad_values = scan.dropped + dropped_rows, scan.bad_values + bad
         codes = _codes(frame, config)
+        scan.digest = (scan.digest + content_digest(frame)) % 2**64
         for code, name in enumerate(SPLITS):
             scan.rows[name] += int(np.count_nonzero(codes == code))
         if schema.task != "regression":
@@ -242,7 +243,8 @@ def _scan(source, schema: FeatureSchema, config: TrainConfig, columns: list[str]
         )
     _check_rows(scan.rows, config)
     return {"statistics": scan.statistics.finish(), "rows": scan.rows, "labels": scan.labels,
-            "dropped": scan.dropped, "bad_values": scan.bad_values}  # fmt: skip
+            "dropped": scan.dropped, "bad_values": scan.bad_values,
+            "fingerprint": f"{sum(scan.rows.values())}:{scan.digest}"}  # fmt: skip
 
 
 def uses_spark(config: TrainConfig, source) -> bool:
@@ -304,16 +306,3 @@ def _check_rows(rows: dict[str, int], config: TrainConfig) -> None:
             f"{rows['val']} validation / {rows['test']} test; use more data or change "
             f"--val-fraction / --test-fraction. Received: rows={total}"
         )
-
-
-def source_fingerprint(source) -> str:
-    """A key of the data: its files' paths, sizes and modification times (or, for frames, a
-    hash of the content)."""
-    files = source.files
-    if files:
-        infos = source.filesystem.get_file_info(files)
-        document = [(info.path, info.size, str(info.mtime)) for info in infos]
-        return "files:" + hashlib.sha256(json.dumps(document).encode()).hexdigest()[:24]
-    frame = source.read_pandas()
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return f"{len(frame)}:{int(hashed.sum(dtype=np.uint64))}"

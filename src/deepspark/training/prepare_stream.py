@@ -92,8 +92,10 @@ def stream_prepare(config: TrainConfig, source, *, world_size: int = 1):
                    config.test_fraction, "streamed")  # fmt: skip
     writer = ShardSetWriter(shard_cache_root(config.store).child(f"{key}-w{world_size}"),
                             world_size=world_size)  # fmt: skip
-    shards = writer.finish() if writer.is_complete() else _encode(
-        source, schema, config, columns, writer
+    shards = (
+        writer.finish()
+        if writer.is_complete()
+        else _encode(source, schema, config, columns, writer)
     )
     logger.info(
         "%s task, %d features; rows: %s (streamed from %s into %s)",

@@ -137,6 +137,6 @@ def _rederive_split(params: dict[str, str]) -> pd.DataFrame:
     level = training_logger.level
     training_logger.setLevel(logging.WARNING)
     try:
-        return prepare_data(make_config(settings)).split.train
+        return prepare_data(make_config(settings), stream=False).split.train
     finally:
         training_logger.setLevel(level)

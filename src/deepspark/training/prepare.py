@@ -92,7 +92,9 @@ def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
     return dataclasses.replace(config, target=default)
 
 
-def prepare_data(config: TrainConfig, *, model: Any = None, data: Any = None) -> PreparedData:
+def prepare_data(
+    config: TrainConfig, *, model: Any = None, data: Any = None, stream: bool = True
+) -> PreparedData:
     """Read, infer the schema, split (by a hash of each row) and encode.
 
     A table whose encoded rows would pass the memory budget (``max_memory_mb``) is streamed
@@ -105,6 +107,8 @@ def prepare_data(config: TrainConfig, *, model: Any = None, data: Any = None) ->
             images) as soon as that is known, before any work on the data.
         data: The data itself when it is not a path (a pandas or Spark DataFrame, a
             ``TableSource``); ``config.data`` then only describes it.
+        stream: ``False`` reads the table into memory whatever its size (callers that need
+            it there: tune, lr_find, explanation backgrounds).
 
     Raises:
         DataError / UserInputError: For every problem with the data or the target.
@@ -122,7 +126,7 @@ def prepare_data(config: TrainConfig, *, model: Any = None, data: Any = None) ->
         check_model(model, "image")
         return prepare_images(config, list_image_glob(config.data), PATH_COLUMN)
     source = _table_source(config, data)
-    if source is not None and _should_stream(config, source):
+    if stream and source is not None and _should_stream(config, source):
         from deepspark.training.prepare_stream import stream_prepare
 
         check_model(model, "tabular")

@@ -78,7 +78,7 @@ def find_learning_rate(
     config = dataclasses.replace(config, lr_schedule="constant")
     check_model(model)
     use_backend(config.keras_backend)
-    prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
+    prepared = dataclasses.replace(prepare_data(config, model=model, stream=False), builder=model)
     test = {"steps": steps, "min_lr": min_lr, "max_lr": max_lr}
     if not log:
         result = _range_test(prepared, **test)

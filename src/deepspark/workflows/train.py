@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
 from deepspark.models.builders import check_base, check_model, default_model
+from deepspark.store.store import STORE_ENV, Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
 
@@ -117,10 +119,14 @@ def train(
 
         find_application(config.base)
         check_weights(config.weights)
+    # Before any work: the store must be writable here (and, on a cluster, seen by executors).
+    checkpoint_root(config.checkpoint_dir, config.store).check_writable()
+    if config.store or os.environ.get(STORE_ENV):
+        Store.resolve(config.store).check_writable()
     if config.launcher == "spark":
         from deepspark.distributed.training import check_cluster_store
 
-        check_cluster_store(config)  # before any work: the executors must see the store
+        check_cluster_store(config)
     prepared = prepare_data(config, model=model, data=frame)
     return _run(dataclasses.replace(prepared, builder=model), resume_run=None)
 

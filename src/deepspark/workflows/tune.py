@@ -168,7 +168,7 @@ def tune(
     resolved = resolve_space(space, config, fixed | _file_keys(config_file))
     _check_searchable(resolved, config)
     studies.check_metric(metric, config.task)  # before reading the data, where it can be
-    prepared = dataclasses.replace(prepare_data(config, model=model), builder=model)
+    prepared = dataclasses.replace(prepare_data(config, model=model, stream=False), builder=model)
     _check_tabular(prepared)
     objective = studies.resolve_objective(metric, prepared.schema.task)
     plan = {
@@ -417,7 +417,7 @@ def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **opti
         document["tracking_uri"] = tracking_uri
     config = TrainConfig.from_dict(_known_fields(document))
     use_backend(config.keras_backend)
-    prepared = dataclasses.replace(prepare_data(config), builder=stored.get("model"))
+    prepared = dataclasses.replace(prepare_data(config, stream=False), builder=stored.get("model"))
     if prepared.fingerprint != stored["fingerprint"]:
         raise UserInputError(
             f"The data changed since search {run_id} started ({config.data}); resume needs the "

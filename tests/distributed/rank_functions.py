@@ -101,3 +101,17 @@ def fail_on_rank_one() -> None:
     if rank() == 1:
         raise ValueError("rank 1 cannot go on")
     get_backend().barrier()
+
+
+def report_cores(folder: str) -> list[int]:
+    """Write this rank's CPU affinity and JAX's view of the host into ``folder``."""
+    import json
+    import os
+    from pathlib import Path
+
+    from deepspark.distributed import rank
+
+    cores = sorted(os.sched_getaffinity(0))
+    report = {"cores": cores, "omp": os.environ.get("OMP_NUM_THREADS")}
+    Path(folder, f"rank-{rank()}.json").write_text(json.dumps(report))
+    return cores

@@ -14,6 +14,9 @@ from pathlib import Path
 
 
 def main(job_dir: Path) -> int:
+    from deepspark.distributed.cores import pin_this_process
+
+    pin_this_process()  # before JAX or torch size their thread pools
     import cloudpickle
 
     from deepspark._atomic import write_bytes_atomic

@@ -56,6 +56,8 @@ def entry_command(job_dir: Path) -> list[str]:
 
 
 def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subprocess.Popen]:
+    from deepspark.distributed.cores import pinning_settings
+
     rendezvous = {
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(free_port()),
@@ -64,7 +66,13 @@ def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subpr
     }
     processes = []
     for rank in range(workers):
-        rank_env = {**env, **rendezvous, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        rank_env = {
+            **env,
+            **rendezvous,
+            **pinning_settings(rank, workers),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
         # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
         processes.append(
             subprocess.Popen(

@@ -133,6 +133,7 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
         "RANK": str(rank),
         "LOCAL_RANK": "0",
         "LOCAL_WORLD_SIZE": "1",
+        **_task_cores(context, rank),
     }
     job_dir = Path(tempfile.mkdtemp(prefix="deepspark-task-"))
     try:
@@ -152,6 +153,16 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
         raise RuntimeError(f"rank {rank}'s worker process exited {code}")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _task_cores(context, rank: int) -> dict[str, str]:
+    """Pin the worker to ``spark.task.cpus`` cores, chosen by its index among the tasks on the
+    same host (see ``distributed.cores``)."""
+    from deepspark.distributed.cores import pinning_settings
+
+    hosts = [info.address.split(":")[0] for info in context.getTaskInfos()]
+    local_rank = hosts[: rank + 1].count(hosts[rank]) - 1
+    return pinning_settings(local_rank, hosts.count(hosts[rank]), max(1, int(context.cpus())))
 
 
 def _wait_for_turn(error_file: Path, code: int) -> None:

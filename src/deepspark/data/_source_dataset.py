@@ -37,7 +37,7 @@ _FRAGMENT_READAHEAD = 2
 _BATCH_READAHEAD = 4
 # Parquet pre-buffering reads a whole file ahead (peak memory grew with file size: 6M rows,
 # 410 MB with it, 207 MB without); streaming reads column chunks as needed instead.
-_STREAMING_PARQUET = ds.ParquetFragmentScanOptions(pre_buffer=False)
+_READ_BUFFER_BYTES = 1 << 20
 _PARQUET = {"parquet", "delta"}
 
 
@@ -109,19 +109,25 @@ class DatasetSource(TableSource):
 
     def head(self, rows: int) -> pd.DataFrame:
         wanted = check_count(rows, "rows", minimum=0)
-        return self._guarded(lambda: self.dataset.head(wanted)).to_pandas()
+        if self.format not in _PARQUET:
+            return self._guarded(lambda: self.dataset.head(wanted)).to_pandas()
+        return TableSource.head(self, wanted)  # file by file: reads only what it needs
 
     def iter_batches(
         self, *, columns: list[str] | None = None, batch_rows: int = DEFAULT_BATCH_ROWS
     ) -> Iterator[pa.RecordBatch]:
-        scanner = self.dataset.scanner(
-            columns=self.check_columns(columns),
-            batch_size=check_count(batch_rows, "batch_rows", minimum=1),
-            batch_readahead=_BATCH_READAHEAD,
-            fragment_readahead=_FRAGMENT_READAHEAD,
-            fragment_scan_options=_STREAMING_PARQUET if self.format in _PARQUET else None,
-        )
-        batches = self._guarded(scanner.to_batches)
+        columns = self.check_columns(columns)
+        batch_rows = check_count(batch_rows, "batch_rows", minimum=1)
+        if self.format in _PARQUET:
+            batches = _parquet_batches(self.dataset, columns, batch_rows)
+        else:
+            scanner = self.dataset.scanner(
+                columns=columns,
+                batch_size=batch_rows,
+                batch_readahead=_BATCH_READAHEAD,
+                fragment_readahead=_FRAGMENT_READAHEAD,
+            )
+            batches = self._guarded(scanner.to_batches)
         while True:
             batch = self._guarded(lambda: next(batches, None))
             if batch is None:
@@ -165,6 +171,54 @@ class DatasetSource(TableSource):
                 f"Cannot parse data file as {kind} ({first_line(error)}); {hint}. "
                 f"Received: data={self.uri!r}"
             ) from error
+
+
+def _parquet_batches(dataset: ds.FileSystemDataset, columns, batch_rows: int):
+    """Parquet files one after the other with ``ParquetFile.iter_batches`` (no pre-buffering,
+    1 MB read buffer), partition columns filled in from the file's hive path, cast to the
+    unified schema. Unlike the dataset scanner, which reads ahead up to 1 GiB whenever its
+    consumer is slower (apache/arrow#39808), memory stays flat in the table's size."""
+    for fragment in dataset.get_fragments():
+        yield from _parquet_fragment_batches(dataset, fragment, columns, batch_rows)
+
+
+def fragment_batches(source: DatasetSource, index: int, *, columns, batch_rows: int):
+    """The batches of one file of ``source`` (a Spark task reading its own file), bounded."""
+    dataset = source.dataset
+    fragment = list(dataset.get_fragments())[index]
+    if source.format in _PARQUET:
+        yield from _parquet_fragment_batches(dataset, fragment, columns, batch_rows)
+        return
+    yield from fragment.to_batches(schema=dataset.schema, columns=columns, batch_size=batch_rows)
+
+
+def _parquet_fragment_batches(dataset, fragment, columns, batch_rows: int):
+    import pyarrow.parquet as pq
+
+    schema = dataset.schema
+    if columns is not None:
+        schema = pa.schema([schema.field(name) for name in columns])
+    keys = ds.get_partition_keys(fragment.partition_expression)
+    in_file = [name for name in schema.names if name not in keys]
+    with dataset.filesystem.open_input_file(fragment.path) as handle:
+        reader = pq.ParquetFile(handle, pre_buffer=False, buffer_size=_READ_BUFFER_BYTES)
+        present = set(reader.schema_arrow.names)
+        wanted = [name for name in in_file if name in present]
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted):
+            yield _conformed(batch, schema, keys)
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema, keys: dict) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns, in order and types (partition values as columns)."""
+    arrays = []
+    for field in schema:
+        if field.name in keys:
+            arrays.append(pa.array([keys[field.name]] * batch.num_rows).cast(field.type))
+        elif field.name in batch.schema.names:
+            arrays.append(batch.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def open_files(

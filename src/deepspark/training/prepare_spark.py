@@ -85,22 +85,15 @@ def _frame_partitions(frame, work) -> list:
 
 
 def _file_partitions(source, columns: list[str], work) -> list:
+    from deepspark.data._source_dataset import fragment_batches
     from deepspark.spark.session import get_session
 
-    dataset = source.dataset
-    fragments = len(dataset.files)
+    fragments = len(source.files)
 
     def run(index: int, _rows):
-        fragment = list(dataset.get_fragments())[index]
-
-        def frames():
-            for batch in fragment.to_batches(
-                schema=dataset.schema, columns=columns, batch_size=BATCH_ROWS
-            ):
-                if batch.num_rows:
-                    yield batch.to_pandas()
-
-        yield index, work(index, frames())
+        batches = fragment_batches(source, index, columns=columns, batch_rows=BATCH_ROWS)
+        frames = (batch.to_pandas() for batch in batches if batch.num_rows)
+        yield index, work(index, frames)
 
     context = get_session().sparkContext
     return context.parallelize(range(fragments), fragments).mapPartitionsWithIndex(run).collect()

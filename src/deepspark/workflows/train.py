@@ -254,7 +254,7 @@ def _predict_streamed(model, shards, split: str):
     for rank in range(shards.world_size):
         for path in shards.files(split, rank):
             with filesystem.open_input_file(path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(batch_size=65_536):
+                for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(65_536):
                     inputs, target = table_to_arrays(_as_table(batch))
                     targets.append(target)
                     outputs.append(predict_arrays(model, inputs))

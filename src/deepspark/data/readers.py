@@ -68,28 +68,15 @@ def _read_path(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in _PARQUET_SUFFIXES or head.startswith(b"PAR1"):
         return _read_with(pd.read_parquet, path, "Parquet")
-    _check_text(head, path)
+    from deepspark.data._source_formats import check_text  # (it imports this module)
+
+    check_text(head, str(path))
     if suffix in _JSON_SUFFIXES:
         return _read_with(lambda p: pd.read_json(p, lines=True), path, "JSON lines")
     if suffix not in _CSV_SUFFIXES:
         logger.info("Reading %s as CSV (unrecognised suffix %r)", path, suffix)
     separator = "\t" if suffix == ".tsv" else ","
     return _read_with(lambda p: pd.read_csv(p, sep=separator), path, "CSV")
-
-
-def _check_text(head: bytes, path: Path) -> None:
-    """Refuse binary content early: pandas would otherwise produce garbage columns."""
-    try:
-        head.decode("utf-8")
-        is_text = b"\x00" not in head
-    except UnicodeDecodeError as error:
-        # A multi-byte character cut at the sniff boundary is still text.
-        is_text = error.start >= len(head) - 4 and b"\x00" not in head
-    if not is_text:
-        raise DataError(
-            f"Data file is not text (binary content); give a CSV, Parquet or JSON-lines file. "
-            f"Received: {path}"
-        )
 
 
 def _read_with(reader, path: Path, kind: str) -> pd.DataFrame:

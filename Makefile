@@ -29,9 +29,10 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build_horovod.sh
 demo: setup
 	$(BIN)/python -m deepspark.demo
 
-# The default suite on the default Keras backend (JAX), then the backend-parity set on torch.
+# The default suite on the default Keras backend (JAX), in 2 processes (a test module stays in
+# one: module fixtures are shared), then the backend-parity set on torch.
 test: setup horovod
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m parity
 
 lint: setup

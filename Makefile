@@ -45,6 +45,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_spark_scoring.py --json
 	$(BIN)/python benchmarks/bench_explain.py --json
 	$(BIN)/python benchmarks/bench_distributed.py --json
+	$(BIN)/python benchmarks/bench_stream.py --json
+	$(BIN)/python benchmarks/bench_scale.py --json --rows 1000000,8000000
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -143,7 +143,7 @@ def test_a_phase_resumes_only_its_own_checkpoint(tmp_path):
     def job(phase, start_state=None):
         return WorkerJob(
             config={}, shards=None, initial_model=b"", checkpoint_dir=str(tmp_path),
-            run_id="r", tracking_uri="", start_state=start_state,
+            run_id="r", start_state=start_state,
             checkpoint_extras={"phase": phase} if phase else None,
         )  # fmt: skip
 

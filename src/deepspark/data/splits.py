@@ -56,13 +56,15 @@ def split_frame(
         parts["test"].append(shuffled[n_val : n_val + n_test])
         parts["train"].append(shuffled[n_val + n_test :])
     indices = {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
-    _check_sizes(len(frame), {name: len(rows) for name, rows in indices.items()}, test_fraction)
+    sizes = {name: len(rows) for name, rows in indices.items()}
+    check_split_sizes(len(frame), sizes, test_fraction)
     return DataSplit(
         **{name: frame.iloc[rows].reset_index(drop=True) for name, rows in indices.items()}
     )
 
 
-def _check_sizes(total: int, sizes: dict[str, int], test_fraction: float) -> None:
+def check_split_sizes(total: int, sizes: dict[str, int], test_fraction: float) -> None:
+    """Raise ``DataError`` when a split would be too small to train or evaluate on."""
     too_small = (
         sizes["train"] < MIN_TRAIN_ROWS
         or sizes["val"] < MIN_EVAL_ROWS
@@ -173,7 +175,7 @@ def hash_split(
     )
     parts = {"train": TRAIN_CODE, "val": VAL_CODE, "test": TEST_CODE}
     sizes = {name: int(np.count_nonzero(codes == code)) for name, code in parts.items()}
-    _check_sizes(len(frame), sizes, test_fraction)
+    check_split_sizes(len(frame), sizes, test_fraction)
     return DataSplit(
         **{name: frame[codes == code].reset_index(drop=True) for name, code in parts.items()}
     )

@@ -154,13 +154,26 @@ def read_shard(shards: ShardSet, split: str, rank: int) -> Arrays:
 
 
 def table_to_arrays(table) -> Arrays:
-    """The inverse of ``arrays_to_table``."""
-    inputs = {
-        name: _column_array(table.column(name))
-        for name in table.column_names
-        if name != TARGET_COLUMN
-    }
-    return inputs, _column_array(table.column(TARGET_COLUMN))
+    """The inverse of ``arrays_to_table`` (a table or a record batch)."""
+    columns = decode_columns(table)
+    return columns, columns.pop(TARGET_COLUMN)
+
+
+def decode_columns(table) -> dict[str, np.ndarray]:
+    """A pyarrow table or record batch as NumPy arrays by column: ``(n,)`` for a plain
+    column, ``(n, k)`` for a fixed-size list of ``k`` (the shard format)."""
+    import pyarrow as pa
+
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if pa.types.is_fixed_size_list(column.type):
+            flat = column.flatten().to_numpy(zero_copy_only=False)
+            columns[name] = flat.reshape(len(column), column.type.list_size)
+        else:
+            columns[name] = column.to_numpy(zero_copy_only=False)
+    return columns
 
 
 def _check_enough_rows(splits: dict[str, Arrays], world_size: int) -> None:
@@ -190,16 +203,6 @@ def _to_column(values: np.ndarray):
         return pa.array(values)
     width = int(np.prod(values.shape[1:]))
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
-
-
-def _column_array(column) -> np.ndarray:
-    import pyarrow as pa
-
-    chunk = column.combine_chunks()
-    if pa.types.is_fixed_size_list(chunk.type):
-        flat = chunk.flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(len(chunk), chunk.type.list_size)
-    return chunk.to_numpy(zero_copy_only=False)
 
 
 def write_table(table, store: Store, name: str) -> None:

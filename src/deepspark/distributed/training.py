@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
-from pathlib import Path
 
 from deepspark.config import TrainConfig
 from deepspark.distributed.launch import resolve_launch, run
@@ -29,6 +27,7 @@ from deepspark.distributed.shards import IMAGE_SOURCES, data_key, shard_cache_ro
 from deepspark.distributed.worker import (
     FINAL_MODEL_FILE,
     WorkerJob,
+    model_from_bytes,
     model_to_bytes,
     train_worker,
 )
@@ -145,7 +144,6 @@ class _DistributedFit:
 
     def _job(self, prepared, store, config, model, *, start_state, extras) -> WorkerJob:
         """The compiled initial model (built here unless given), where to checkpoint and log."""
-        import mlflow
 
         from deepspark.training.fit import build_compiled_model, streamed_class_weights
 
@@ -158,7 +156,6 @@ class _DistributedFit:
             initial_model=model_to_bytes(initial_model),
             checkpoint_dir=store.directory,
             run_id=self.run_id,
-            tracking_uri=absolute_tracking_uri(mlflow.get_tracking_uri()),
             image_spec=dataclasses.asdict(spec) if (spec := prepared.schema.image) else None,
             model_file=store.model_file,
             start_state=start_state,
@@ -170,10 +167,7 @@ class _DistributedFit:
 
 def _final_model(store: CheckpointStore):
     """The model rank 0 left in the store, then removed from it (the run logs it)."""
-    from deepspark.models.loader import load_keras_model
-
-    with store.store.local_copy(FINAL_MODEL_FILE) as path:
-        model = load_keras_model(path)
+    model = model_from_bytes(store.store.read_bytes(FINAL_MODEL_FILE))
     store.store.delete(FINAL_MODEL_FILE)
     return model
 
@@ -225,12 +219,3 @@ def _shard_rows(prepared: PreparedData, split: str):
     column = prepared.schema.feature_names[0]
     sources = np.array(getattr(prepared.split, split)[column].tolist(), dtype=object)
     return {IMAGE_SOURCES: sources}, prepared.targets[split]
-
-
-def absolute_tracking_uri(uri: str) -> str:
-    """Workers may run in another folder (Spark executors): make local store paths absolute."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///") :])
-    if "://" not in uri and not uri.startswith("databricks"):
-        return Path(uri).resolve().as_uri()
-    return uri

@@ -30,7 +30,6 @@ class WorkerJob:
     initial_model: bytes  # the compiled, untrained model as a .keras file
     checkpoint_dir: str  # the run's checkpoint folder in the store (a URI every host reaches)
     run_id: str
-    tracking_uri: str
     image_spec: dict[str, int] | None = None  # image models: how each rank decodes its images
     model_file: str | None = None  # the checkpoint's .keras file (a fine-tuning phase has its own)
     # A phase that starts after another (transfer learning's fine-tuning): the state it continues

@@ -31,12 +31,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from deepspark._backend import import_keras
+from deepspark.distributed.shards import TARGET_COLUMN, decode_columns
 from deepspark.errors import DataError, UserInputError
 
 keras = import_keras()
 logger = logging.getLogger("deepspark.store")
 
-TARGET_COLUMN = "__target__"  # the shard format's target column (distributed.shards)
 _READ_AHEAD_CHUNKS = 2  # decoded chunks waiting between the reader and the batcher
 _READ_BUFFER_BYTES = 1 << 20  # Parquet pages are streamed through a buffer of this size
 _POLL_SECONDS = 0.1  # how often a blocked thread looks whether it should stop
@@ -141,23 +141,6 @@ def _common_schema(paths: list[str], metadata: list):
                 f"first one ({paths[0]!r}). Received: file={path!r}"
             )
     return schema
-
-
-def decode_columns(table) -> Columns:
-    """A pyarrow table or record batch as NumPy arrays by column: ``(n,)`` for a plain
-    column, ``(n, k)`` for a fixed-size list of ``k`` (the shard format)."""
-    import pyarrow as pa
-
-    columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        if pa.types.is_fixed_size_list(column.type):
-            flat = column.flatten().to_numpy(zero_copy_only=False)
-            columns[name] = flat.reshape(len(column), column.type.list_size)
-        else:
-            columns[name] = column.to_numpy(zero_copy_only=False)
-    return columns
 
 
 def read_shard_rows(files: Sequence[str], *, filesystem=None) -> tuple[Columns, np.ndarray]:

@@ -207,10 +207,11 @@ def memory_budget_bytes(config: TrainConfig) -> int:
 def _should_stream(config: TrainConfig, source) -> bool:
     """Stream when the table in memory (raw and encoded) would pass the budget; an in-memory
     frame never streams, a Spark DataFrame always does."""
-    kind = type(source).__name__
-    if "Pandas" in kind:
+    from deepspark.data.sources import PandasSource, SparkSource
+
+    if isinstance(source, PandasSource):
         return False
-    if "Spark" in kind:
+    if isinstance(source, SparkSource):
         return True
     columns = max(1, len(source.schema))
     if source.estimated_rows is not None:

@@ -31,10 +31,9 @@ from deepspark.data.schema import (
     find_class_labels,
     infer_schema,
 )
-from deepspark.data.splits import MIN_EVAL_ROWS, MIN_TRAIN_ROWS, content_digest, split_codes
+from deepspark.data.splits import check_split_sizes, content_digest, split_codes
 from deepspark.data.statistics import StreamingStatistics, TrainStatistics
 from deepspark.distributed.shards import data_key, shard_cache_root
-from deepspark.errors import DataError
 from deepspark.store.shard_writer import ShardSetWriter
 
 logger = logging.getLogger("deepspark.training")
@@ -243,7 +242,7 @@ def _scan(source, schema: FeatureSchema, config: TrainConfig, columns: list[str]
         logger.warning(
             "%d values in numeric columns were not numbers: read as missing", scan.bad_values
         )
-    _check_rows(scan.rows, config)
+    check_split_sizes(sum(scan.rows.values()), scan.rows, config.test_fraction)
     return {"statistics": scan.statistics.finish(), "rows": scan.rows, "labels": scan.labels,
             "dropped": scan.dropped, "bad_values": scan.bad_values,
             "fingerprint": f"{sum(scan.rows.values())}:{scan.digest}"}  # fmt: skip
@@ -293,18 +292,3 @@ def _target(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
     from deepspark.training.prepare import shape_target
 
     return shape_target(encode_target(frame[schema.target], schema), schema.task)
-
-
-def _check_rows(rows: dict[str, int], config: TrainConfig) -> None:
-    too_small = (
-        rows["train"] < MIN_TRAIN_ROWS
-        or rows["val"] < MIN_EVAL_ROWS
-        or (config.test_fraction > 0 and rows["test"] < MIN_EVAL_ROWS)
-    )
-    if too_small:
-        total = sum(rows.values())
-        raise DataError(
-            f"Too few rows for the split: {total} rows give {rows['train']} train / "
-            f"{rows['val']} validation / {rows['test']} test; use more data or change "
-            f"--val-fraction / --test-fraction. Received: rows={total}"
-        )

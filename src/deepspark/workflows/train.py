@@ -255,16 +255,10 @@ def _predict_streamed(model, shards, split: str):
         for path in shards.files(split, rank):
             with filesystem.open_input_file(path) as handle:
                 for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(65_536):
-                    inputs, target = table_to_arrays(_as_table(batch))
+                    inputs, target = table_to_arrays(batch)
                     targets.append(target)
                     outputs.append(predict_arrays(model, inputs))
     return np.concatenate(targets), np.concatenate(outputs)
-
-
-def _as_table(batch):
-    import pyarrow as pa
-
-    return pa.Table.from_batches([batch])
 
 
 def _model_name(model: Any, kind: str, config: TrainConfig) -> str:

@@ -2,8 +2,11 @@
 
 Generated tables (20 float32 columns, 3 string columns of 10, 25 and 50 levels, a learnable
 regression target ``y``), written as folders of Parquet files of up to 1M rows (row groups of
-65,536 rows), one folder per ``--rows`` size (default 1M, 8M, 32M). Every measurement is one
-epoch of the real CLI in a child process::
+65,536 rows), one folder per ``--rows`` size (default 1M, 8M, 32M; ``make bench``: 1M and 8M).
+A table is generated and written one file at a time (``write_table``: this process holds at most
+1M rows, about 0.5 GB, whatever the size; about 4 s per million rows and 125 MB of disk per
+million rows, removed once its size is measured). Every measurement is one epoch of the real
+CLI in a child process::
 
     python -m deepspark train --data <folder> --target y --epochs 1 --model mlp --json \\
         --tracking-uri sqlite:///<tmp>/mlflow.db --store <tmp>/<run>/store [--max-memory 64]
@@ -29,6 +32,9 @@ runs sharing one MLflow database (the first run creates it). Per run:
 Runs: per size, streamed at default settings (``--max-memory 64``); at the smallest size also
 in memory and streamed with ``--batch-size 2048`` each, and the loader alone (a ``ShardStream``
 over that streamed run's training shards, batches of 2048, no model: rows/s of one epoch).
+``seconds_per_size`` (and each size's ``seconds``): writing its table, its runs and removing
+them, so a 32M-row figure can be planned (``--rows 1000000,32000000`` measures the 32M ratio
+without the 8M run).
 
 Goals: ``rss_ratio_largest_vs_1m`` (the largest size's ``driver_peak_rss_mb`` over the smallest
 size's, 1M by default) <= 1.15 (memory flat in the table size);
@@ -94,17 +100,31 @@ def table_chunk(rows: int, seed: int):
     return pa.table(columns)
 
 
-def write_table(folder: Path, rows: int) -> dict:
-    """``rows`` rows as Parquet files of up to ``FILE_ROWS`` rows in ``folder``."""
+def write_table(location: str | Path, rows: int) -> dict:
+    """``rows`` rows as Parquet files of up to ``FILE_ROWS`` rows in the folder ``location`` (a
+    local path or a URI pyarrow reaches, such as ``s3://bucket/table``), one file generated and
+    written at a time: at most ``FILE_ROWS`` rows are held in memory, whatever ``rows`` is."""
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
     started = time.perf_counter()
-    folder.mkdir(parents=True)
+    filesystem, root = pafs.FileSystem.from_uri(str(location))
+    filesystem.create_dir(root)
     for index, start in enumerate(range(0, rows, FILE_ROWS)):
         table = table_chunk(min(FILE_ROWS, rows - start), seed=index)
-        pq.write_table(table, folder / f"part-{index:05d}.parquet", row_group_size=ROW_GROUP_ROWS)
-    size = sum(path.stat().st_size for path in folder.iterdir())
-    return {"files_mb": round(size / MB, 1), "write_seconds": round(time.perf_counter() - started)}
+        pq.write_table(
+            table,
+            f"{root}/part-{index:05d}.parquet",
+            filesystem=filesystem,
+            row_group_size=ROW_GROUP_ROWS,
+        )
+        del table
+    files = filesystem.get_file_info(pafs.FileSelector(root))
+    return {
+        "files": len(files),
+        "files_mb": round(sum(info.size for info in files) / MB, 1),
+        "write_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def tree_rss_bytes(root: int) -> int:
@@ -143,12 +163,18 @@ def timed_lines(stream, started: float, into: list) -> None:
         into.append((time.perf_counter() - started, line.rstrip("\n")))
 
 
-def run_cli(argv: list[str], *, timeout: float) -> dict:
-    """One ``deepspark train`` child: its JSON result, timed stderr lines and peak memory."""
+def run_cli(
+    argv: list[str], *, timeout: float, extra_env: dict | None = None, cwd: Path | None = None
+) -> dict:
+    """One ``deepspark train`` child: its JSON result, timed stderr lines and peak memory.
+
+    ``extra_env`` is applied last (a cluster's master URL and S3 settings); ``cwd`` is the
+    child's working folder (default: this process's)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("DEEPSPARK_")}
     # Every run compiles its model: a warm on-disk JAX cache would favour the runs after the
     # first (and depend on what ran on this machine before).
     env["DEEPSPARK_JAX_CACHE"] = "off"
+    env.update(extra_env or {})
     started = time.perf_counter()
     child = subprocess.Popen(
         [sys.executable, "-m", "deepspark", "train", *argv],
@@ -156,6 +182,7 @@ def run_cli(argv: list[str], *, timeout: float) -> dict:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        cwd=cwd,
         start_new_session=True,
     )
     done, samples, stdout, stderr = threading.Event(), [], [], []
@@ -318,10 +345,11 @@ def compare_at(folder: Path, scratch: Path, timeout: float) -> dict:
 
 
 def measure_sizes(sizes: list[int], scratch: Path, timeout: float) -> tuple[dict, dict]:
-    """(per size: its table and the streamed run at default settings; the comparison at the
-    smallest size). Each table is removed once measured (disk)."""
+    """(per size: its table, the streamed run at default settings and the seconds the size took
+    in all; the comparison at the smallest size). Each table is removed once measured (disk)."""
     per_size, comparison = {}, {}
     for size in sizes:
+        started = time.perf_counter()
         folder = scratch / f"table-{size}"
         table = write_table(folder, size)
         print(f"[bench_scale] {size} rows: {json.dumps(table)}", file=sys.stderr, flush=True)
@@ -335,6 +363,7 @@ def measure_sizes(sizes: list[int], scratch: Path, timeout: float) -> tuple[dict
         shutil.rmtree(folder)
         for store in scratch.glob("*/store"):
             shutil.rmtree(store)
+        per_size[str(size)]["seconds"] = round(time.perf_counter() - started)
     return per_size, comparison
 
 
@@ -360,6 +389,7 @@ def scale_figures(per_size: dict, comparison: dict) -> tuple[dict, dict]:
         },
         "epoch_10m_rows_seconds_estimate": estimate,
         "streamed_vs_in_memory": comparison.get("streamed_vs_in_memory"),
+        "seconds_per_size": {size: entry["seconds"] for size, entry in per_size.items()},
     }
     checks = {
         "rss_flat": {"goal_max": GOAL_RSS_RATIO, "value": rss_ratio},
@@ -377,13 +407,27 @@ def scale_figures(per_size: dict, comparison: dict) -> tuple[dict, dict]:
     return figures, checks
 
 
+def parse_sizes(text: str) -> list[int]:
+    """``--rows``: comma-separated positive row counts (``1000000,8000000,32000000``), sorted."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        sizes = []
+    if not sizes or sizes[0] < 1_000:
+        raise argparse.ArgumentTypeError(
+            "--rows must be comma-separated row counts of at least 1000, such as "
+            f"1000000,8000000. Received: --rows={text}"
+        )
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", default="1000000,8000000,32000000")
+    parser.add_argument("--rows", type=parse_sizes, default="1000000,8000000,32000000")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per CLI run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    sizes = sorted(int(part) for part in args.rows.split(","))
+    sizes = args.rows
     started = time.perf_counter()
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:

@@ -172,14 +172,24 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
 @click.option(
     "--data",
     required=True,
-    help="CSV / Parquet / JSON-lines path or image folder; with --spark also a table, or image "
-    "files as a glob / Hadoop URI ('photos/*.jpg').",
+    help="CSV / Parquet / JSON-lines file, folder or glob, a URI (s3://bucket/prefix/), a Delta "
+    "table (delta:PATH), or an image folder; with --spark also a table, or image files as a "
+    "glob / Hadoop URI ('photos/*.jpg').",
 )
 @click.option(
-    "--output", required=True, help="Output file (.csv, .parquet, .jsonl); --spark: folder."
+    "--output",
+    required=True,
+    help="Output file (.csv, .parquet, .jsonl), a path or URI (s3://bucket/scored.parquet); "
+    "--spark: folder.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs.")
+@click.option(
+    "--max-memory",
+    "max_memory_mb",
+    type=float,
+    help="MB of data scored in memory; larger data is streamed in batches (default: RAM/4).",
+)
 @click.option("--spark", "use_spark", is_flag=True, help="Score with Spark; write Parquet.")
 @click.option("--master", help="Spark master URL (default: DEEPSPARK_SPARK_MASTER or local[*]).")
 @click.option("--batch-rows", type=int, help="Rows per Arrow batch sent to the model (--spark).")
@@ -192,10 +202,15 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
 )
 @click.option("--view", help="SQL view name of --data (default: data).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def predict(model_uri, data, output, overwrite, tracking_uri, use_spark, as_json, **spark_options):
+def predict(
+    model_uri, data, output, overwrite, tracking_uri, max_memory_mb, use_spark, as_json,
+    **spark_options,
+):  # fmt: skip
     """Score a table or images: output = input columns + prediction column(s).
 
     Image models add `error` (why an image could not be scored; its prediction is empty).
+    Data larger than --max-memory is streamed to the output in batches; there, a row with text
+    in a numeric column gets an empty prediction and is counted (`bad_rows`).
 
     With --spark the job runs on Spark and writes a Parquet folder; --sql runs a query instead,
     e.g. --sql "SELECT *, model(struct(*)) AS price FROM data".
@@ -206,29 +221,41 @@ def predict(model_uri, data, output, overwrite, tracking_uri, use_spark, as_json
     given = set(spark_options)
     if given and not use_spark:
         raise click.UsageError(f"--{sorted(given)[0].replace('_', '-')} needs --spark.")
+    if use_spark and max_memory_mb is not None:
+        raise click.UsageError("--max-memory is for scoring without --spark.")
     with stdout_to_stderr():
         use_tracking_uri(tracking_uri)
         if use_spark:
             document = _predict_spark(model_uri, data, output, overwrite, spark_options)
         else:
-            document = _predict_pandas(model_uri, data, output, overwrite)
+            document = _predict_pandas(model_uri, data, output, overwrite, max_memory_mb)
     if as_json:
         emit_json(document, sys.stdout)
-    else:
-        click.echo(f"scored {document['rows']} rows -> {output}")
+        return
+    click.echo(f"scored {document['rows']} rows -> {output}")
+    if document.get("bad_rows"):
+        click.echo(
+            f"{document['bad_rows']} rows had text in a numeric column (empty predictions): "
+            + "; ".join(document["bad_examples"])
+        )
 
 
-def _predict_pandas(model_uri, data, output, overwrite) -> dict:
+def _predict_pandas(model_uri, data, output, overwrite, max_memory_mb) -> dict:
+    from deepspark.tracking.predict import PredictSummary
     from deepspark.tracking.predict import predict as predict_table
 
-    scored = predict_table(model_uri, data, output=output, overwrite=overwrite)
-    columns = list(map(str, scored.columns))
+    scored = predict_table(
+        model_uri, data, output=output, overwrite=overwrite, max_memory_mb=max_memory_mb
+    )
+    document = {"model_uri": model_uri, "data": data, "output": output}
+    if isinstance(scored, PredictSummary):
+        return {**document, **scored.to_dict(), "output": output, "streamed": True}
     return {
-        "model_uri": model_uri,
-        "data": data,
-        "output": output,
+        **document,
         "rows": len(scored),
-        "columns": columns,
+        "columns": list(map(str, scored.columns)),
+        "streamed": False,
+        "bad_rows": 0,
     }
 
 

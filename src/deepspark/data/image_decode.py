@@ -9,9 +9,11 @@ way for training, scoring and explanations:
 - the image is resized to the model's size (bilinear, like Keras' ``image_dataset_from_directory``
   without cropping).
 
-A corrupt, truncated or non-image file raises ``ImageDecodeError`` from ``decode_image``;
-``decode_images`` (the batch form, decoding in threads: Pillow releases the GIL) counts such
-files, reports each with its reason and leaves them out, unless ``on_bad="fail"``.
+A URI (``s3://bucket/photos/a.jpg``) is read through its filesystem, so an image listed on one
+host decodes on any other. A corrupt, truncated, unreadable or non-image file raises
+``ImageDecodeError`` from ``decode_image``; ``decode_images`` (the batch form, decoding in
+threads: Pillow releases the GIL) counts such files, reports each with its reason and leaves
+them out, unless ``on_bad="fail"``.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from deepspark.data.image_sources import is_remote, read_image_bytes
 from deepspark.errors import DataError, UserInputError
 
 ON_BAD_CHOICES = ("skip", "fail")
@@ -60,7 +64,7 @@ def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 
     """Decode one image to a ``(height, width, channels)`` uint8 array.
 
     Args:
-        source: Encoded bytes, or a path.
+        source: Encoded bytes, a path, or a URI (``s3://bucket/key``, ``file:///...``).
         size: ``(height, width)`` of the result.
         channels: 3 (RGB) or 1 (grayscale).
 
@@ -79,6 +83,8 @@ def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 
             converted = _convert(oriented, channels, Image)
             resized = converted.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(resized, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
     except FileNotFoundError as error:
         raise ImageDecodeError(f"file not found: {error.filename}") from error
     except UnidentifiedImageError as error:
@@ -99,11 +105,13 @@ def decode_images(
     """Decode many images in parallel threads.
 
     Args:
-        sources: Encoded bytes or paths.
+        sources: Encoded bytes, paths or URIs (``s3://bucket/key``: read through its
+            filesystem).
         size: ``(height, width)`` of every result.
         channels: 3 (RGB) or 1 (grayscale).
         on_bad: ``skip`` (count and report bad files) or ``fail`` (raise at the first one).
-        workers: Decoding threads; default the machine's cores.
+        workers: Decoding threads; default the machine's cores (at least
+            ``REMOTE_READ_THREADS`` for URIs, which wait on the network).
 
     Returns:
         ``DecodedImages`` with the good images in input order and the reasons for the bad ones.
@@ -125,7 +133,8 @@ def decode_images(
         except ImageDecodeError as error:
             return None, str(error)
 
-    results = _decode_all(decode_one, list(sources), workers or os.cpu_count() or 1)
+    sources = list(sources)
+    results = _decode_all(decode_one, sources, workers or _default_workers(sources))
     errors = [(index, reason) for index, (_, reason) in enumerate(results) if reason is not None]
     if errors and on_bad == "fail":
         index, reason = errors[0]
@@ -137,6 +146,16 @@ def decode_images(
     images = np.stack(good) if good else np.zeros((0, size[0], size[1], channels), dtype=np.uint8)
     ok = np.array([reason is None for _, reason in results], dtype=bool)
     return DecodedImages(images=images, ok=ok, errors=errors)
+
+
+# Reading from an object store waits on the network, not the cores: more threads than cores.
+REMOTE_READ_THREADS = 16
+
+
+def _default_workers(sources: list) -> int:
+    cores = os.cpu_count() or 1
+    remote = any(isinstance(source, str) and is_remote(source) for source in sources[:1])
+    return max(cores, REMOTE_READ_THREADS) if remote else cores
 
 
 # Decoding in threads pays when an image takes at least this long: Pillow's codecs release the
@@ -165,14 +184,27 @@ def _decode_all(decode_one, sources: list, workers: int) -> list:
 
 
 def _open(source: ImageSource, image_module):
+    """Open an image from bytes, a local path, or a URI read through its filesystem
+    (``s3://bucket/key``: any host can decode it)."""
     if isinstance(source, bytes | bytearray | memoryview):
         return image_module.open(io.BytesIO(bytes(source)))
     text = str(source)
-    if text.startswith("file:"):  # Spark and Hadoop name local files as URIs
-        from urllib.parse import unquote, urlparse
+    if not is_remote(text):
+        if text.startswith("file:"):  # Spark and Hadoop name local files as URIs
+            text = unquote(urlparse(text).path)
+        return image_module.open(Path(text))
+    try:
+        data = read_image_bytes(text)
+    except FileNotFoundError:
+        raise
+    except (OSError, DataError) as error:
+        raise ImageDecodeError(f"cannot read {text} ({_first_line(error)})") from error
+    return image_module.open(io.BytesIO(data))
 
-        text = unquote(urlparse(text).path)
-    return image_module.open(Path(text))
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _convert(image, channels: int, image_module):

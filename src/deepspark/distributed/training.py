@@ -90,11 +90,13 @@ class _DistributedFit:
         if prepared.streamed is not None:  # already in the store, cut for these ranks
             self.shards = prepared.streamed.shards
         else:
+            root = shard_cache_root(config.store)
+            embed = not root.is_local  # a remote store: ranks may live on other hosts
             self.shards = write_shards(
-                {split: _shard_rows(prepared, split) for split in ("train", "val")},
+                {split: _shard_rows(prepared, split, embed=embed) for split in ("train", "val")},
                 world_size=config.workers,
-                key=data_key(prepared.fingerprint, prepared.schema.to_dict()),
-                root=shard_cache_root(config.store),
+                key=data_key(prepared.fingerprint, prepared.schema.to_dict(), embed),
+                root=root,
             )
 
     def phase(self, prepared: PreparedData, store: CheckpointStore, *, state, model, phase):
@@ -209,13 +211,32 @@ class _MetricRelay:
         self._thread.join()
 
 
-def _shard_rows(prepared: PreparedData, split: str):
-    """A split's encoded rows; for images, the image references (paths or bytes: each rank
-    decodes its own), never the decoded pixels."""
+def _shard_rows(prepared: PreparedData, split: str, *, embed: bool = False):
+    """A split's encoded rows; for images, the image references (paths, URIs or bytes: each
+    rank decodes its own), never the decoded pixels.
+
+    With ``embed`` (shards in a remote store, read by ranks that may run on other hosts), a
+    local file path is replaced by the file's bytes: no other host can open it. URIs
+    (``s3://...``) stay references, which every host reads itself.
+    """
     import numpy as np
 
     if prepared.schema.image is None:
         return prepared.inputs[split], prepared.targets[split]
     column = prepared.schema.feature_names[0]
-    sources = np.array(getattr(prepared.split, split)[column].tolist(), dtype=object)
-    return {IMAGE_SOURCES: sources}, prepared.targets[split]
+    values = getattr(prepared.split, split)[column].tolist()
+    if embed:
+        values = [_embedded(value) for value in values]
+    return {IMAGE_SOURCES: np.array(values, dtype=object)}, prepared.targets[split]
+
+
+def _embedded(value):
+    """A local image path's bytes (an unreadable file: no bytes, which the rank's decoding
+    counts as a bad image; one column holds one type)."""
+    if not isinstance(value, str) or "://" in value:
+        return value
+    try:
+        with open(value, "rb") as file:
+            return file.read()
+    except OSError:
+        return b""

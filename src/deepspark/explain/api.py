@@ -67,16 +67,20 @@ def explain(
 
     Args:
         model_uri: A deepspark model URI (``models:/...``, ``runs:/.../model``) or folder.
-        data: Tables: a file path, built-in dataset name, Spark table name (with ``spark``) or
-            DataFrame. Images: an image folder (searched recursively), a glob, an image file, a
-            Hadoop URI (with ``spark``), or a table with a ``path`` or ``image`` column.
+        data: Tables: a file, folder or glob of CSV / Parquet / JSON-lines files, a URI
+            (``s3://bucket/prefix/``), a Delta table, a built-in dataset name, a pandas or Spark
+            DataFrame, or with ``spark`` a Spark table name; a table larger than
+            ``POOL_ROWS`` rows is not read whole. Images: an image folder (searched
+            recursively), a glob, an image file, a Hadoop URI (with ``spark``), or a table with
+            a ``path`` or ``image`` column.
         method: Tables: ``gradient`` (integrated gradients, additive), ``kernel`` or
             ``permutation`` (SHAP), or ``lime``. Images: ``gradcam`` (or ``gradcam++``),
             ``gradient`` (integrated gradients on pixels, additive), ``shap`` (SHAP's partition
             explainer with an image masker, additive) or ``lime`` (superpixels).
         rows: How many rows (images) to explain, from the top; all when the data has fewer.
         background: Background rows, sampled (seeded) from the model's training split when it
-            can be re-derived, else from ``data``. Images: sampled from ``data``'s images (all
+            can be re-derived, else from ``data`` (a large table: from a seeded sample of
+            ``POOL_ROWS`` of its rows). Images: sampled from ``data``'s images (all
             of them when it has fewer), decoded only for the methods that need them.
         seed: Seeds the background sample and every per-row random choice.
         output: Folder for tables, plots and ``index.html`` (must be empty unless ``overwrite``).
@@ -187,22 +191,126 @@ def limit_rows(total: int, rows: int) -> int:
 
 def _explain_local(model, explainer_type, data, *, rows, background, seed, options,
                    explained_class, master):  # fmt: skip
-    from deepspark.data.readers import read_table
-    from deepspark.data.schema import require_columns
     from deepspark.explain.background import sample_background
 
     settings = {"seed": seed, "options": options, "explained_class": explained_class}
     explainer_type(model, None, **settings).validate()
-    frame = data if isinstance(data, pd.DataFrame) else read_table(data)
-    require_columns(frame, model.schema)
-    chosen = frame.head(limit_rows(len(frame), rows))
-    sample = sample_background(model, frame, size=background, seed=seed)
+    table = ExplainedTable.open(data, model, seed=seed)
+    chosen = table.head(rows)
+    sample = sample_background(model, table.pool, size=background, seed=seed)
     explainer = explainer_type(model, sample.rows, **settings)
     started = time.perf_counter()
     explanation = explainer.explain(chosen)
     seconds = time.perf_counter() - started
-    facts = {"data_rows": len(frame), "background_source": sample.source, "seconds": seconds}
+    facts = {"data_rows": table.rows, "background_source": sample.source, "seconds": seconds}
     return explanation, {**facts, "background": len(sample.rows)}
+
+
+# The explained data is read whole up to this many rows (the rows to explain and the background
+# pool, as always); a larger table gives its first rows, and when the background must come from
+# it (the model's training split cannot be re-derived), a seeded uniform sample of this many
+# rows drawn in one streamed pass.
+POOL_ROWS = 100_000
+
+
+class ExplainedTable:
+    """The data being explained, read no further than the explanation needs.
+
+    Attributes:
+        pool: The background pool (a DataFrame, or ``SampledRows`` read on first use).
+    """
+
+    def __init__(self, frame: pd.DataFrame | None, source, pool):
+        self.frame, self.source, self.pool = frame, source, pool
+
+    @classmethod
+    def open(cls, data, model, *, seed: int, limit: int = POOL_ROWS) -> ExplainedTable:
+        """Resolve ``data`` (a DataFrame, path, folder, glob, URI, Delta table, built-in dataset
+        name or Spark DataFrame) and check it has the model's columns.
+
+        Raises:
+            UserInputError: Missing columns (named), unreadable data.
+        """
+        from deepspark.data.schema import require_columns
+        from deepspark.data.sources import PandasSource, resolve_source
+
+        if isinstance(data, pd.DataFrame):
+            require_columns(data, model.schema)
+            return cls(data, None, data)
+        source = resolve_source(data)
+        require_columns(pd.DataFrame(columns=source.schema.names), model.schema)
+        known = source.estimated_rows
+        frame = None
+        if isinstance(source, PandasSource) or (known is not None and known <= limit):
+            frame = source.read_pandas()
+        elif known is None:
+            frame = source.head(limit + 1)
+            frame = frame if len(frame) <= limit else None
+        if frame is not None:
+            return cls(frame, source, frame)
+        logger.info("%s has more than %d rows: reading only what is explained", source, limit)
+        return cls(None, source, SampledRows(source, model.feature_names, seed=seed, size=limit))
+
+    @property
+    def rows(self) -> int | None:
+        """Rows in the data (``None`` when a large text source was never counted)."""
+        if self.frame is not None:
+            return len(self.frame)
+        return self.source.estimated_rows or self.pool.total
+
+    def head(self, rows: int) -> pd.DataFrame:
+        """The first ``rows`` rows, all of them when the data has fewer."""
+        if self.frame is not None:
+            return self.frame.head(limit_rows(len(self.frame), rows))
+        chosen = self.source.head(rows)
+        limit_rows(len(chosen), rows)
+        return chosen
+
+
+class SampledRows:
+    """A seeded uniform sample of ``size`` rows of a large source as a background pool (a
+    length and rows by position), drawn in one streamed pass the first time it is used: each
+    row gets a random key, the ``size`` smallest keys are kept, in source order.
+
+    Attributes:
+        total: Rows in the source, once the pass has run.
+    """
+
+    def __init__(self, source, columns: list[str], *, seed: int, size: int):
+        self.source, self.columns, self.seed, self.size = source, columns, seed, size
+        self.total: int | None = None
+        self._frame: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame())
+
+    def take(self, positions) -> pd.DataFrame:
+        return self.frame().iloc[positions]
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = self._sample()
+        return self._frame
+
+    def _sample(self) -> pd.DataFrame:
+        import numpy as np
+        import pyarrow as pa
+
+        rng = np.random.default_rng(self.seed)
+        kept, keys, positions, seen = None, np.empty(0), np.empty(0, dtype=np.int64), 0
+        for batch in self.source.iter_batches(columns=self.columns):
+            table = pa.Table.from_batches([batch])
+            merged = table if kept is None else pa.concat_tables([kept, table])
+            keys = np.concatenate([keys, rng.random(batch.num_rows)])
+            positions = np.concatenate([positions, np.arange(seen, seen + batch.num_rows)])
+            seen += batch.num_rows
+            if len(keys) > self.size:
+                best = np.sort(np.argpartition(keys, self.size)[: self.size])
+                merged, keys, positions = merged.take(best), keys[best], positions[best]
+            kept = merged
+        self.total = seen
+        order = np.argsort(positions, kind="stable")
+        return kept.take(order).to_pandas()
 
 
 def _explain_spark(model, explainer_type, data, *, rows, background, seed, options,

@@ -1,9 +1,10 @@
 """Images on Spark: reading image files with ``binaryFile``, and the column a model reads.
 
 ``read_image_files`` turns an image folder, a glob (``photos/*.jpg``, ``hdfs://.../**``) or a
-Hadoop URI into rows ``path`` + ``content`` (the encoded bytes, read by the executors, never the
-driver). Batches sent to Python are bounded in bytes as well as rows (``image_batch_limits``):
-10,000 decoded 224x224 RGB images are about 1.5 GB, so a row count alone is not safe.
+URI (``s3://bucket/photos/``, any Hadoop URI) into rows ``path`` + ``content`` (the encoded
+bytes, read by the executors, never the driver). Batches sent to Python are bounded in bytes as
+well as rows (``image_batch_limits``): 10,000 decoded 224x224 RGB images are about 1.5 GB, so a
+row count alone is not safe.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ ARROW_ROWS_CONF = "spark.sql.execution.arrow.maxRecordsPerBatch"
 DEFAULT_BATCH_BYTES = 64 * 2**20
 _GLOB_CHARACTERS = set("*?[{")
 _FILES_PER_PARTITION = 4096
+#: Object stores read through pyarrow (on the driver to list, on the executors to read), so
+#: that Spark needs no Hadoop connector (hadoop-aws...) for them; other URIs use Spark's reader.
+PYARROW_READ_SCHEMES = frozenset({"s3", "s3a", "s3n", "gs", "gcs", "abfs", "abfss"})
 _URI_PROBE_FILES = 200  # files listed to tell a folder URI of images from a table's folder
 # Any case of every suffix (Hadoop globs are case-sensitive): *.{[jJ][pP][gG],...}
 _IMAGE_GLOB = (
@@ -36,16 +40,23 @@ _IMAGE_GLOB = (
 
 
 def is_image_files_source(source: str, spark=None) -> bool:
-    """Whether ``source`` names image files rather than a table: an image folder, a glob or
-    URI ending in an image suffix, or any glob; with ``spark``, also a folder URI (``hdfs://``,
-    ``s3a://``, ``file:``...) whose first files are images and none a table's."""
-    from deepspark.data.image_sources import is_image_folder
+    """Whether ``source`` names image files rather than a table: what
+    ``data.image_sources.resolve_images`` lists (a folder, glob, image file or URI of images),
+    or a glob or name ending in an image suffix; with ``spark``, also a folder URI only Spark
+    reaches (``hdfs://``...) whose first files are images and none a table's."""
+    from deepspark.data.image_sources import is_image_glob, is_remote, resolve_images
 
     text = str(source)
-    if Path(text).is_dir():
-        return is_image_folder(text)
-    suffix = Path(text.rstrip("/")).suffix.lower()
-    if suffix in IMAGE_SUFFIXES or bool(_GLOB_CHARACTERS & set(text)):
+    try:
+        if resolve_images(text) is not None:
+            return True
+    except DataError:
+        pass  # storage only Spark reaches (hdfs:// without libhdfs): Spark's listing decides
+    if not is_remote(text) and Path(text).exists():
+        return False  # a local table file or folder
+    if _GLOB_CHARACTERS & set(text):
+        return is_image_glob(text) or "{" in text
+    if Path(text.rstrip("/")).suffix.lower() in IMAGE_SUFFIXES:
         return True
     return spark is not None and ":" in text and _is_image_folder_uri(spark, text)
 
@@ -70,14 +81,26 @@ def _is_image_folder_uri(spark, uri: str) -> bool:
 
 def read_image_files(spark, source: str):
     """Rows ``path`` and ``content`` for the image files of ``source`` (folder: every image
-    below it; glob or URI: the files it matches).
+    below it; glob or URI: the files it matches), the bytes read by the executors.
+
+    Object store URIs (``PYARROW_READ_SCHEMES``: ``s3://``, ``gs://``, ``abfs://``...) are
+    listed on the driver (names only) and each executor reads its rows' bytes through pyarrow,
+    so Spark needs no Hadoop connector for them; local files and other URIs (``hdfs://``) are
+    read by Spark's ``binaryFile`` source.
 
     Raises:
-        DataError: Nothing matches.
+        DataError: Nothing matches, or the storage cannot be reached.
     """
+    text = str(source)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme in PYARROW_READ_SCHEMES:
+        return _listed_image_files(spark, text)
+    return _binary_files(spark, text)
+
+
+def _binary_files(spark, text: str):
     from pyspark.errors import AnalysisException
 
-    text = str(source)
     reader = spark.read.format("binaryFile")
     if not (_GLOB_CHARACTERS & set(text)) and Path(text).suffix.lower() not in IMAGE_SUFFIXES:
         reader = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", _IMAGE_GLOB)
@@ -93,10 +116,7 @@ def read_image_files(spark, source: str):
             f"'photos/*.jpg', or a Hadoop URI. Received: data={text!r}"
         ) from error
     if files == 0:
-        raise DataError(
-            "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
-            f"Received: data={text!r}"
-        )
+        raise _no_images(text)
     # binaryFile counts every file as 4 MB (openCostInBytes): small images come ~32 to a
     # partition, and each Python task has a fixed cost (~0.1 s). Fewer, fuller partitions, in
     # whole waves of one per core. Measured scoring CIFAR files on 2 cores: 10,000 in 2
@@ -107,6 +127,53 @@ def read_image_files(spark, source: str):
     return frame
 
 
+def _no_images(text: str) -> DataError:
+    return DataError(
+        "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
+        f"Received: data={text!r}"
+    )
+
+
+def _listed_image_files(spark, text: str):
+    """``path`` + ``content`` of the images of a URI, listed by pyarrow on the driver and read
+    by pyarrow on the executors."""
+    from deepspark.data.image_sources import resolve_images
+
+    listing = resolve_images(text)
+    if listing is None:
+        raise _no_images(text)
+    paths = listing.paths
+    partitions = image_partitions(len(paths), spark.sparkContext.defaultParallelism)
+    rows = spark.sparkContext.parallelize([(path,) for path in paths], partitions)
+    names = spark.createDataFrame(rows, f"{PATH_COLUMN} string")
+    schema = f"{PATH_COLUMN} string, {BINARY_FILE_COLUMN} binary"
+    frame = names.mapInPandas(_with_contents, schema)
+    frame._deepspark_file_count = len(paths)  # for file_count: this frame reads no files
+    return frame
+
+
+def _with_contents(batches):
+    """Executor side: each row's bytes read through its URI's filesystem (``None`` when the
+    file cannot be read: its row is then reported as a bad image, not a failed task)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from deepspark.data.image_decode import REMOTE_READ_THREADS
+
+    with ThreadPoolExecutor(max_workers=REMOTE_READ_THREADS) as pool:
+        for batch in batches:
+            contents = list(pool.map(_read_or_none, batch[PATH_COLUMN].tolist()))
+            yield batch.assign(**{BINARY_FILE_COLUMN: contents})
+
+
+def _read_or_none(uri: str) -> bytes | None:
+    from deepspark.data.image_sources import read_image_bytes
+
+    try:
+        return read_image_bytes(uri)
+    except (OSError, DataError):
+        return None
+
+
 def image_partitions(files: int, parallelism: int) -> int:
     """Partitions for ``files`` image files: whole waves of ``parallelism`` tasks, each task at
     most ``_FILES_PER_PARTITION`` files (its rows still reach Python in byte-bounded batches)."""
@@ -115,8 +182,12 @@ def image_partitions(files: int, parallelism: int) -> int:
 
 
 def file_count(frame) -> int:
-    """Files in the reader's listing. ``inputFiles()`` copies every name through Py4J one at a
-    time (0.2 s for 6,000 files); the JVM array's length is one call."""
+    """Files in the reader's listing (of ``read_image_files``' frame). ``inputFiles()`` copies
+    every name through Py4J one at a time (0.2 s for 6,000 files); the JVM array's length is
+    one call."""
+    listed = getattr(frame, "_deepspark_file_count", None)
+    if listed is not None:
+        return listed
     java_frame = getattr(frame, "_jdf", None)
     if java_frame is not None:
         return len(java_frame.inputFiles())

@@ -186,7 +186,7 @@ def _table_source(config: TrainConfig, data: Any):
         return resolve_source(data)
     path = Path(config.data)
     if path.is_file():  # small files: read_table (and its messages); large ones stream
-        large = 4 * path.stat().st_size > memory_budget_bytes(config)
+        large = 4 * path.stat().st_size > memory_budget_bytes(config.max_memory_mb)
         return resolve_source(config.data) if large else None
     if not path.exists() and config.data in BUILTIN_DATASETS:
         return None
@@ -195,10 +195,10 @@ def _table_source(config: TrainConfig, data: Any):
     return resolve_source(config.data)
 
 
-def memory_budget_bytes(config: TrainConfig) -> int:
-    """``max_memory_mb``, or a quarter of the machine's memory."""
-    if config.max_memory_mb:
-        return int(float(config.max_memory_mb) * 2**20)
+def memory_budget_bytes(max_memory_mb: float | None) -> int:
+    """``max_memory_mb`` in bytes, or a quarter of the machine's memory."""
+    if max_memory_mb:
+        return int(float(max_memory_mb) * 2**20)
     import os
 
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
@@ -218,7 +218,7 @@ def _should_stream(config: TrainConfig, source) -> bool:
         estimate = source.estimated_rows * columns * 16  # pandas + encoded copies, 8 bytes each
     else:
         estimate = 4 * (source.estimated_bytes or 0)  # text: about 4x in memory
-    return estimate > memory_budget_bytes(config)
+    return estimate > memory_budget_bytes(config.max_memory_mb)
 
 
 def large_table_defaults(config: TrainConfig, *, rows: int) -> TrainConfig:

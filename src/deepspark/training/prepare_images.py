@@ -4,6 +4,10 @@ Every image is decoded once here, in parallel: bad files are found before traini
 batch has the same shape, and a bad file never stops an epoch), counted and listed with their
 reason. When the decoded images fit ``image_memory_bytes()`` they stay in memory; otherwise
 only their sources are kept and training decodes them a batch at a time (``ImageFiles``).
+
+Sources are bytes, local paths or URIs (an ``s3://`` folder lists as ``s3://`` URIs, see
+``data.image_sources``): distributed shards keep them as they are, so with a remote source no
+rank ever gets a path that only the driver's host can read, and each rank decodes its own.
 """
 
 from __future__ import annotations

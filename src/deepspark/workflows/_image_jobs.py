@@ -2,10 +2,12 @@
 Spark), checking the output before any work, and writing the result so that a failed job leaves
 nothing at the destination.
 
-``data`` is an image folder (class subfolders, or image files directly inside it), a glob, one
-image file, a table (CSV / Parquet / JSON lines) with an ``image`` / ``content`` (bytes) or
-``path`` column, or a pandas DataFrame; on Spark also a table name or a Hadoop URI / glob of
-image files (read with ``binaryFile`` on the executors).
+``data`` is an image folder (class subfolders, or image files directly inside it), a glob or
+one image file, local or a URI (``s3://bucket/photos/``: listed by
+``data.image_sources.resolve_images``, read where the images are decoded); a table (CSV /
+Parquet / JSON lines, local or a URI) with an ``image`` / ``content`` (bytes) or ``path``
+column, or a pandas DataFrame; on Spark also a table name or a Hadoop URI / glob of image files
+(read on the executors).
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ from deepspark.data.image_inputs import (
     find_image_column,
 )
 from deepspark.data.image_sources import (
-    IMAGE_SUFFIXES,
-    is_image_folder,
     is_image_glob,
-    list_image_folder,
+    is_remote,
     list_image_glob,
+    resolve_images,
 )
 from deepspark.errors import DataError, UserInputError
 
 logger = logging.getLogger(__name__)
 
 RESULT_COLUMN = "__deepspark_result"
+_IMAGE_KINDS = "JPEG, PNG, BMP, GIF, WebP or TIFF"
 
 
 def image_table(data: Any) -> tuple[pd.DataFrame, str]:
@@ -61,40 +63,29 @@ def image_table(data: Any) -> tuple[pd.DataFrame, str]:
 
 
 def _read_images(text: str) -> pd.DataFrame:
-    from deepspark.data.readers import read_table
+    """The image files ``text`` names (``data.image_sources.resolve_images``: a folder, glob,
+    image file or URI), else the table it names (any ``data.sources`` source)."""
+    from deepspark.data.sources import resolve_source
 
-    path = Path(text)
+    listing = resolve_images(text)
+    if listing is not None:
+        return _dropped_empty(listing.rows)
     if is_image_glob(text):
-        return _dropped_empty(list_image_glob(text))
-    if path.is_dir():
-        if is_image_folder(path):
-            return _dropped_empty(list_image_folder(path))
-        files = flat_image_files(path)
-        if not files:
-            raise DataError(
-                "No image files in this folder (JPEG, PNG, BMP, GIF, WebP or TIFF, directly "
-                f"inside it or in class subfolders). Received: data={text!r}"
-            )
-        return pd.DataFrame({PATH_COLUMN: [str(file.resolve()) for file in files]})
-    if not path.exists():
+        list_image_glob(text)  # raises: says how many files matched, none of them images
+    if not is_remote(text) and not Path(text).exists():
         raise DataError(
             "Images not found: no such file or folder; give an image folder, a glob, an image "
             f"file or a table with a 'path' or 'image' column. Received: data={text!r}"
         )
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return pd.DataFrame({PATH_COLUMN: [str(path.resolve())]})
-    return read_table(text)
-
-
-def flat_image_files(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder`` (hidden ones left out), sorted."""
-    return sorted(
-        child
-        for child in folder.iterdir()
-        if child.suffix.lower() in IMAGE_SUFFIXES
-        and child.is_file()
-        and not child.name.startswith(".")
-    )
+    try:
+        return resolve_source(text).read_pandas()
+    except DataError as error:
+        if is_remote(text) or not Path(text).is_dir():
+            raise
+        raise DataError(
+            f"No image files in this folder ({_IMAGE_KINDS}, directly inside it or in class "
+            f"subfolders), and no table ({error}). Received: data={text!r}"
+        ) from error
 
 
 def _dropped_empty(listing: pd.DataFrame) -> pd.DataFrame:
@@ -157,8 +148,7 @@ def spark_images(spark, data: Any):
     if hasattr(data, "sparkSession"):
         return data
     text = str(data)
-    local = Path(text)
-    if is_image_files_source(text, spark) or (local.is_dir() and flat_image_files(local)):
+    if is_image_files_source(text, spark):
         return read_image_files(spark, text)
     return read_source(spark, text)
 

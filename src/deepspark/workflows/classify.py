@@ -43,9 +43,10 @@ def classify(
 
     Args:
         data: An image folder (class subfolders, or images directly in it), a glob
-            (``photos/*.jpg``), one image file, a table with an ``image`` (bytes) or ``path``
-            column, or a pandas DataFrame; with ``spark`` also a table name, a Hadoop URI or
-            a Spark DataFrame.
+            (``photos/*.jpg``) or one image file, local or a URI (``s3://bucket/photos/``:
+            the images are read where they are decoded); a table with an ``image`` (bytes) or
+            ``path`` column, or a pandas DataFrame; with ``spark`` also a table name, a Hadoop
+            URI or a Spark DataFrame.
         model: A keras.applications network, any spelling (``mobilenet_v2``, ``ResNet50``).
         weights: ``"imagenet"`` (Keras downloads them), a local weights file with the
             1000-class top, or ``None`` (random: for tests).

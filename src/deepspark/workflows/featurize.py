@@ -39,9 +39,10 @@ def featurize(
     """Compute a feature vector per image with a pretrained network (transfer learning).
 
     Args:
-        data: An image folder (class subfolders, or images directly in it), a glob, one image
-            file, a table with an ``image`` (bytes) or ``path`` column, or a pandas DataFrame;
-            with ``spark`` also a table name, a Hadoop URI or a Spark DataFrame.
+        data: An image folder (class subfolders, or images directly in it), a glob or one
+            image file, local or a URI (``s3://bucket/photos/``); a table with an ``image``
+            (bytes) or ``path`` column, or a pandas DataFrame; with ``spark`` also a table
+            name, a Hadoop URI or a Spark DataFrame.
         model: A keras.applications network, any spelling (``mobilenet_v2``, ``ResNet50``).
         weights: ``"imagenet"`` (Keras downloads them), a local weights file without the top,
             or ``None`` (random: for tests).

@@ -33,7 +33,8 @@ def fine_tune(
     """Transfer-learn ``base`` on an image folder (or image table) in one call.
 
     Args:
-        data: An image folder, glob or table of image paths / bytes, as for ``train``.
+        data: An image folder, glob or table of image paths / bytes, local or a URI
+            (``s3://bucket/photos/``), as for ``train``.
         target: The label column (image folders: ``label``).
         base: A keras.applications network.
         weights: ``imagenet``, a local weights file, or ``None``.

@@ -33,10 +33,13 @@ from deepspark.training.prepare import PreparedData, prepare_data
 from deepspark.tuning import report
 from deepspark.tuning import study as studies
 from deepspark.tuning.space import config_fields, resolve_space, space_from_document
+from deepspark.workflows.train import _describe_frame as describe_frame
 
 logger = logging.getLogger("deepspark.tuning")
 RUN_NAME = "tune"
 STORAGE_TAG, STUDY_TAG, SETTINGS_ATTR = report.STORAGE_TAG, report.STUDY_TAG, report.SETTINGS_ATTR
+# What ``config.data`` says when the data was a DataFrame (``workflows.train``).
+_FRAME_NAMES = ("<pandas DataFrame>", "<Spark DataFrame>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +87,7 @@ class TuneResult:
 
 
 def tune(
-    data: str | None = None,
+    data: Any = None,
     target: str | None = None,
     *,
     trials: int | None = None,
@@ -105,7 +108,10 @@ def tune(
     """Search hyperparameters with Optuna (TPE, median pruning), retrain the best, score test once.
 
     Args:
-        data: A table path or built-in dataset name, as for ``train``.
+        data: The table, as for ``train``: a file, folder or glob of CSV / Parquet /
+            JSON-lines files, a URI (``s3://bucket/prefix/``), a Delta table, a built-in
+            dataset name, or a pandas or Spark DataFrame (read into memory once: every trial
+            shares it). To resume a search on a DataFrame, give the same DataFrame again.
         target: The column to predict.
         trials: Trials the search runs in total (default 20; on ``resume``, the first search's
             number; trials finished before a resume count).
@@ -156,8 +162,12 @@ def tune(
         "sampler": sampler,
         "pruner": pruner,
     }
+    frame = None
+    if data is not None and not isinstance(data, str | Path):  # a pandas / Spark DataFrame
+        frame, data = data, describe_frame(data)
     if resume:
-        return _resume(resume, trials=trials, tracking_uri=settings.get("tracking_uri"), **options)
+        tracking_uri = settings.get("tracking_uri")
+        return _resume(resume, trials=trials, tracking_uri=tracking_uri, frame=frame, **options)
     config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
     _check_single_process(config)
@@ -168,7 +178,8 @@ def tune(
     resolved = resolve_space(space, config, fixed | _file_keys(config_file))
     _check_searchable(resolved, config)
     studies.check_metric(metric, config.task)  # before reading the data, where it can be
-    prepared = dataclasses.replace(prepare_data(config, model=model, stream=False), builder=model)
+    prepared = prepare_data(config, model=model, data=frame, stream=False)
+    prepared = dataclasses.replace(prepared, builder=model)
     _check_tabular(prepared)
     objective = studies.resolve_objective(metric, prepared.schema.task)
     plan = {
@@ -177,6 +188,7 @@ def tune(
         "objective": objective,
         "storage": storage,
         "model": model,
+        "frame": frame,
     }
     return _tracked_search(prepared, plan, resume_run=None, **options)
 
@@ -346,7 +358,7 @@ def _finish(search, plan: dict[str, Any], started: float) -> TuneResult:
     if best is None:
         raise no_trial_error(search.study)
     best_settings = log_search_report(search, best)
-    trained = _retrain_best(search, best_settings, model=plan["model"])
+    trained = _retrain_best(search, best_settings, model=plan["model"], frame=plan.get("frame"))
     counts = studies.count_states(search.study)
     return TuneResult(
         run_id=search.parent_run_id,
@@ -369,9 +381,10 @@ def _finish(search, plan: dict[str, Any], started: float) -> TuneResult:
     )
 
 
-def _retrain_best(search, best_settings: dict[str, Any], *, model: Any):
+def _retrain_best(search, best_settings: dict[str, Any], *, model: Any, frame: Any = None):
     """Train the best configuration again as the child run ``best`` (``train``: the same split
-    and seed as the trials; the test split scored once), and put its metrics on the parent."""
+    and seed as the trials; the test split scored once), and put its metrics on the parent.
+    ``frame`` is the DataFrame the search was given (``config.data`` only describes it)."""
     import mlflow
 
     from deepspark.tuning.search import ROLE_TAG
@@ -380,7 +393,7 @@ def _retrain_best(search, best_settings: dict[str, Any], *, model: Any):
 
     config = dataclasses.replace(trial_config(search.base, best_settings), run_name="best")
     logger.info("retraining the best configuration; the test split is scored once")
-    trained = train(config=config, model=model)
+    trained = train(frame, config=config, model=model)
     client = mlflow.MlflowClient()
     client.set_tag(trained.run_id, ROLE_TAG, "best")
     mlflow.log_metrics(trained.metrics)
@@ -390,7 +403,9 @@ def _retrain_best(search, best_settings: dict[str, Any], *, model: Any):
     return trained
 
 
-def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **options) -> TuneResult:
+def _resume(
+    run_id: str, *, trials: int | None, tracking_uri: str | None, frame: Any, **options
+) -> TuneResult:
     from deepspark.tracking.run import get_run
 
     run = get_run(run_id, tracking_uri)
@@ -417,7 +432,15 @@ def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **opti
         document["tracking_uri"] = tracking_uri
     config = TrainConfig.from_dict(_known_fields(document))
     use_backend(config.keras_backend)
-    prepared = dataclasses.replace(prepare_data(config, stream=False), builder=stored.get("model"))
+    if frame is None and config.data in _FRAME_NAMES:
+        raise UserInputError(
+            f"Search {run_id} was given a {config.data.strip('<>')}, which a resume cannot read "
+            f"again; pass the same DataFrame as data with resume. Received: resume={run_id!r}"
+        )
+    if frame is not None:
+        config = dataclasses.replace(config, data=describe_frame(frame))
+    prepared = prepare_data(config, data=frame, stream=False)
+    prepared = dataclasses.replace(prepared, builder=stored.get("model"))
     if prepared.fingerprint != stored["fingerprint"]:
         raise UserInputError(
             f"The data changed since search {run_id} started ({config.data}); resume needs the "
@@ -430,6 +453,7 @@ def _resume(run_id: str, *, trials: int | None, tracking_uri: str | None, **opti
         "objective": studies.resolve_objective(stored["metric"], prepared.schema.task),
         "storage": run.data.tags[STORAGE_TAG],
         "model": stored.get("model"),
+        "frame": frame,
     }
     return _tracked_search(prepared, plan, resume_run=run, **options)
 

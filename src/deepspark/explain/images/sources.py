@@ -1,9 +1,11 @@
 """Which images an explanation covers, in which order, and the background images.
 
-Image files (a folder, searched recursively; a glob; one file) are explained in path order,
-the order Spark's ``binaryFile`` source gives once sorted, so ``row_id`` means the same image in
-both. As in Hadoop, files and folders whose names start with ``.`` or ``_`` are skipped. A table
-(a file, or a pandas DataFrame) with a ``path`` or ``image`` column keeps its own row order.
+Image files (a folder, searched recursively; a glob; one file; local or a URI such as
+``s3://bucket/photos/``), listed by ``data.image_sources.resolve_images`` as every verb lists
+them, are explained in path order, the order Spark's reader gives once sorted, so ``row_id``
+means the same image in both. As in Hadoop, files and folders whose names start with ``.`` or
+``_`` are skipped. A table (a file, folder or URI of tables, or a pandas DataFrame) with a
+``path`` or ``image`` column keeps its own row order.
 
 Background images are sampled (seeded) from every image of the data, not only the explained
 ones, by position, so the Spark job draws the same images.
@@ -12,45 +14,43 @@ ones, by position, so the Spark job draws the same images.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import logging
-from pathlib import Path
+import os
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 
 from deepspark.data.image_inputs import PATH_COLUMN, decode_rows, image_column
-from deepspark.data.image_sources import IMAGE_SUFFIXES
+from deepspark.data.image_sources import IMAGE_SUFFIXES, has_glob, is_remote, resolve_images
 from deepspark.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-_GLOB_CHARACTERS = set("*?[")
-
 
 def is_image_source(data) -> bool:
-    """Whether ``data`` (a path or glob) names image files rather than a table."""
-    if isinstance(data, pd.DataFrame) or hasattr(data, "sparkSession"):
+    """Whether ``data`` (a path, glob or URI) names image files rather than a table."""
+    if not isinstance(data, str | os.PathLike):
         return False
-    text = str(data)
-    path = Path(text)
-    if path.is_dir():
-        from deepspark.data.image_sources import is_image_folder
-
-        return is_image_folder(path) or bool(_image_files(path))
-    return Path(text.rstrip("/")).suffix.lower() in IMAGE_SUFFIXES
+    if _has_image_suffix(os.fsdecode(data)):
+        return True
+    try:
+        return resolve_images(data) is not None
+    except DataError:
+        return False  # the table reader says what is wrong with it
 
 
 def is_file_source(data) -> bool:
-    """Whether ``data`` is read as image files (folder, glob or one image), not as a table."""
-    if isinstance(data, pd.DataFrame) or hasattr(data, "sparkSession"):
+    """Whether ``data`` is read as image files (folder, glob, one image, or a URI of them),
+    not as a table."""
+    if not isinstance(data, str | os.PathLike):
         return False
-    text = str(data)
-    return (
-        Path(text).is_dir()
-        or bool(_GLOB_CHARACTERS & set(text))
-        or Path(text).suffix.lower() in IMAGE_SUFFIXES
-    )
+    text = os.fsdecode(data)
+    if has_glob(text) or _has_image_suffix(text):
+        return True
+    if not is_remote(text) and os.path.isdir(text):
+        return True  # a folder without images: list_image_files says so
+    return is_image_source(text)
 
 
 def image_rows(model, data) -> pd.DataFrame:
@@ -65,9 +65,9 @@ def image_rows(model, data) -> pd.DataFrame:
     elif is_file_source(data):
         frame = pd.DataFrame({PATH_COLUMN: list_image_files(data)})
     else:
-        from deepspark.data.readers import read_table
+        from deepspark.data.sources import resolve_source
 
-        frame = read_table(data)
+        frame = resolve_source(data).read_pandas()
     image_column(frame, model.schema)
     if frame.empty:
         raise DataError("No images to explain: the table has no rows. Received: rows=0")
@@ -75,41 +75,26 @@ def image_rows(model, data) -> pd.DataFrame:
 
 
 def list_image_files(data) -> list[str]:
-    """Image files of a folder (recursively), a glob or a file, as sorted absolute paths.
+    """Image files of a folder (recursively), a glob or a file, local or a URI
+    (``data.image_sources.resolve_images``), as sorted absolute paths or URIs.
 
     Raises:
         DataError: Nothing matches.
     """
-    text = str(data)
-    path = Path(text)
-    if path.is_dir():
-        files = _image_files(path)
-    elif _GLOB_CHARACTERS & set(text):
-        files = [
-            Path(name)
-            for name in glob.glob(text, recursive=True)
-            if Path(name).is_file() and Path(name).suffix.lower() in IMAGE_SUFFIXES
-        ]
-    elif path.is_file():
-        files = [path]
-    else:
+    text = os.fsdecode(data)
+    listing = resolve_images(text)
+    if listing is not None:
+        return sorted(listing.paths)
+    if not is_remote(text) and not os.path.exists(text) and not has_glob(text):
         raise DataError(f"Image file not found; check the path. Received: data={text!r}")
-    if not files:
-        raise DataError(
-            "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
-            f"Received: data={text!r}"
-        )
-    return sorted(str(file.absolute()) for file in files)
+    raise DataError(
+        "No image files found (JPEG, PNG, BMP, GIF, WebP, TIFF); check the path or glob. "
+        f"Received: data={text!r}"
+    )
 
 
-def _image_files(root: Path) -> list[Path]:
-    return [
-        file
-        for file in root.rglob("*")
-        if file.suffix.lower() in IMAGE_SUFFIXES
-        and file.is_file()
-        and not any(part.startswith((".", "_")) for part in file.relative_to(root).parts)
-    ]
+def _has_image_suffix(text: str) -> bool:
+    return PurePosixPath(text.rstrip("/")).suffix.lower() in IMAGE_SUFFIXES
 
 
 def background_positions(total: int, size: int, seed: int) -> np.ndarray:

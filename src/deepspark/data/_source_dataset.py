@@ -25,6 +25,7 @@ from deepspark.data._source_formats import (
     text_nulls,
 )
 from deepspark.data._source_schema import hive_partitions, unify_schema
+from deepspark.data.parquet_io import parquet_batches
 from deepspark.errors import DataError
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ _FRAGMENT_READAHEAD = 2
 _BATCH_READAHEAD = 4
 # Parquet pre-buffering reads a whole file ahead (peak memory grew with file size: 6M rows,
 # 410 MB with it, 207 MB without); streaming reads column chunks as needed instead.
-_READ_BUFFER_BYTES = 1 << 20
 _PARQUET = {"parquet", "delta"}
 
 
@@ -193,19 +193,17 @@ def fragment_batches(source: DatasetSource, index: int, *, columns, batch_rows: 
 
 
 def _parquet_fragment_batches(dataset, fragment, columns, batch_rows: int):
-    import pyarrow.parquet as pq
 
     schema = dataset.schema
     if columns is not None:
         schema = pa.schema([schema.field(name) for name in columns])
     keys = ds.get_partition_keys(fragment.partition_expression)
     in_file = [name for name in schema.names if name not in keys]
-    with dataset.filesystem.open_input_file(fragment.path) as handle:
-        reader = pq.ParquetFile(handle, pre_buffer=False, buffer_size=_READ_BUFFER_BYTES)
-        present = set(reader.schema_arrow.names)
-        wanted = [name for name in in_file if name in present]
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=wanted):
-            yield _conformed(batch, schema, keys)
+    batches = parquet_batches(
+        dataset.filesystem, fragment.path, batch_rows=batch_rows, columns=in_file
+    )
+    for batch in batches:
+        yield _conformed(batch, schema, keys)
 
 
 def _conformed(batch: pa.RecordBatch, schema: pa.Schema, keys: dict) -> pa.RecordBatch:

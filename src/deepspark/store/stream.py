@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from deepspark._backend import import_keras
+from deepspark.data.parquet_io import READ_BUFFER_BYTES, is_remote
 from deepspark.distributed.shards import TARGET_COLUMN, decode_columns
 from deepspark.errors import DataError, UserInputError
 
@@ -38,7 +39,6 @@ keras = import_keras()
 logger = logging.getLogger("deepspark.store")
 
 _READ_AHEAD_CHUNKS = 2  # decoded chunks waiting between the reader and the batcher
-_READ_BUFFER_BYTES = 1 << 20  # Parquet pages are streamed through a buffer of this size
 _POLL_SECONDS = 0.1  # how often a blocked thread looks whether it should stop
 _JOIN_SECONDS = 10.0
 Columns = dict[str, np.ndarray]
@@ -63,7 +63,7 @@ class _ShardFiles:
                 f"files={files!r}"
             )
         self.filesystem, self.paths = _resolve_files(list(files), filesystem)
-        self.remote = self.filesystem.type_name not in ("local", "mock")
+        self.remote = is_remote(self.filesystem)
         self.metadata = []
         for path in self.paths:
             try:
@@ -92,7 +92,7 @@ class _ShardFiles:
                     handle,
                     metadata=self.metadata[group.file],
                     pre_buffer=self.remote,  # fewer, coalesced requests to an object store
-                    buffer_size=_READ_BUFFER_BYTES,
+                    buffer_size=READ_BUFFER_BYTES,
                 )
                 batches = parquet.iter_batches(batch_size=chunk_rows, row_groups=[group.index])
                 for batch in batches:

@@ -240,25 +240,21 @@ def _log_bad_images(bad_images) -> None:
         mlflow.log_artifact(str(path))
 
 
-def _predict_streamed(model, shards, split: str):
-    """``(targets, outputs)`` of a whole split read back from every rank's shard files, a
-    record batch at a time (only the outputs and targets are kept: a few bytes per row)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
+def _evaluate_streamed(model, shards, split: str, task: str) -> dict[str, float]:
+    """The metrics of a whole split read back from every rank's shard files, a record batch at
+    a time into running totals (``StreamingEvaluation``): memory stays flat in the rows."""
+    from deepspark.data.parquet_io import parquet_batches
     from deepspark.distributed.shards import table_to_arrays
     from deepspark.models.inference import predict_arrays
+    from deepspark.training.evaluation import StreamingEvaluation
 
-    targets, outputs = [], []
-    filesystem = shards.store.filesystem
+    totals = StreamingEvaluation(task)
     for rank in range(shards.world_size):
         for path in shards.files(split, rank):
-            with filesystem.open_input_file(path) as handle:
-                for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(65_536):
-                    inputs, target = table_to_arrays(batch)
-                    targets.append(target)
-                    outputs.append(predict_arrays(model, inputs))
-    return np.concatenate(targets), np.concatenate(outputs)
+            for batch in parquet_batches(shards.store.filesystem, path, batch_rows=65_536):
+                inputs, target = table_to_arrays(batch)
+                totals.update(target, predict_arrays(model, inputs))
+    return totals.result()
 
 
 def _model_name(model: Any, kind: str, config: TrainConfig) -> str:
@@ -302,10 +298,10 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
     splits = ("val", "test") if prepared.rows["test"] else ("val",)
     for name in splits:
         if prepared.streamed is not None:
-            targets, output = _predict_streamed(model, prepared.streamed.shards, name)
+            scores = _evaluate_streamed(model, prepared.streamed.shards, name, schema.task)
         else:
-            targets, output = prepared.targets[name], predict_arrays(model, prepared.inputs[name])
-        scores = evaluate_predictions(schema.task, targets, output)
+            output = predict_arrays(model, prepared.inputs[name])
+            scores = evaluate_predictions(schema.task, prepared.targets[name], output)
         metrics.update({f"{name}_{key}": value for key, value in scores.items()})
     mlflow.log_metrics(metrics, step=outcome.epochs_completed)
     if outcome.history:

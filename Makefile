@@ -47,6 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_distributed.py --json
 	$(BIN)/python benchmarks/bench_stream.py --json
 	$(BIN)/python benchmarks/bench_scale.py --json --rows 1000000,8000000
+	$(BIN)/python benchmarks/bench_cluster_scale.py --json
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -33,7 +33,7 @@ demo: setup
 # one: module fixtures are shared), then the backend-parity set on torch.
 test: setup horovod
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -m parity
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 --dist loadfile -m parity
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

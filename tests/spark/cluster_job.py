@@ -1,5 +1,6 @@
 """Run by test_cluster.py in its own process: score on ``local-cluster[2,1,1024]`` (two executor
-JVMs with their own Python workers) and report where the work ran."""
+JVMs with their own Python workers) and report where the work ran; then, on the same cluster (its
+start-up is the expensive part), train with the spark launcher and check it equals one process."""
 
 import json
 import os
@@ -19,7 +20,10 @@ def worker_report(ids: pd.Series) -> pd.Series:
 
 
 def main(model_dir: str, data: str, output: str) -> None:
+    from deepspark.distributed import run
     from deepspark.spark import get_session, predict
+    from tests.distributed.checks import assert_matches_single_process
+    from tests.distributed.rank_functions import fit_on_shard
 
     spark = get_session("local-cluster[2,1,1024]")
     frame = spark.read.parquet(data).repartition(4)
@@ -32,6 +36,9 @@ def main(model_dir: str, data: str, output: str) -> None:
         "application_id": spark.sparkContext.applicationId,
         "workers": [json.loads(text) for text in reports.iloc[:, 0].unique()],
     }
+    # Ranks as barrier tasks on the separate executor JVMs; raises unless exact.
+    assert_matches_single_process(run(fit_on_shard, workers=2, launcher="spark"))
+    document["launcher"] = "matches one process"
     print(json.dumps(document))
     spark.stop()
 

@@ -1,5 +1,7 @@
 """The model really ships to executors: scoring on local-cluster[2,1,1024] (separate executor JVMs
-and Python workers) gives the same numbers as pandas, with one load per Python worker."""
+and Python workers) gives the same numbers as pandas, with one load per Python worker. The same
+cluster then runs the spark launcher (one SparkContext per process: it lives in a child process),
+which trains exactly as one process would."""
 
 import json
 import os
@@ -17,7 +19,8 @@ import deepspark
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def test_scoring_on_a_local_cluster(trained_models, tmp_path):
+@pytest.mark.distributed
+def test_scoring_and_the_spark_launcher_on_a_local_cluster(trained_models, tmp_path):
     trained = trained_models["regression"]
     data = tmp_path / "rows.parquet"
     trained.data.assign(row=range(len(trained.data))).to_parquet(data, index=False)
@@ -38,6 +41,7 @@ def test_scoring_on_a_local_cluster(trained_models, tmp_path):
     assert report["driver_pid"] not in worker_pids and len(worker_pids) >= 2
     loads = [count for worker in report["workers"] for count in worker["loads"].values()]
     assert loads and max(loads) == 1
+    assert report["launcher"] == "matches one process"
     scored = pd.read_parquet(output).sort_values("row")
     expected = deepspark.load_model(str(trained.model_dir)).predict(trained.data)["prediction"]
     np.testing.assert_allclose(scored["prediction"], expected, rtol=1e-6)

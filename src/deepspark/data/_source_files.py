@@ -20,6 +20,9 @@ from deepspark.data.readers import BUILTIN_DATASETS
 from deepspark.errors import DataError
 
 SCHEME_PATTERN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# File systems where one upload appears whole (pyarrow's type names): outputs and the store
+# publish a file there with one upload, elsewhere through a temporary name and a rename.
+OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 GLOB_CHARACTERS = "*?["
 DELTA_LOG = "_delta_log"
 # What Spark's Hadoop file systems call the same storage.
@@ -34,7 +37,7 @@ SPARK_SCHEMES = {
     "abfs": "abfs",
     "abfss": "abfss",
 }
-_PYARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}  # Hadoop spellings of s3:// that users paste
+PYARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}  # Hadoop spellings of s3:// that users paste
 _SUPPORTED = "file://, s3:// (or s3a://), gs://, hdfs://, abfs:// (abfss://)"
 _ACCESS_HINTS = {
     "s3": "check the endpoint (AWS_ENDPOINT_URL), the bucket name and the credentials "
@@ -144,7 +147,7 @@ def open_location(text: str) -> tuple[Location, str]:
         path = os.path.abspath(os.path.expanduser(text))
         return Location(pafs.LocalFileSystem(), "file"), path
     scheme = match.group(1).lower()
-    pyarrow_scheme = _PYARROW_SCHEMES.get(scheme, scheme)
+    pyarrow_scheme = PYARROW_SCHEMES.get(scheme, scheme)
     try:
         filesystem, path = pafs.FileSystem.from_uri(pyarrow_scheme + text[len(scheme) :])
     except OSError as error:
@@ -184,7 +187,7 @@ def list_path(text: str) -> FileListing | None:
         DataError: A URI that does not exist, or storage that cannot be reached.
     """
     location, path = open_location(text)
-    info = _file_info(location, path, text)
+    info = file_info(location, path, text)
     if info.type == pafs.FileType.NotFound:
         if location.scheme == "file":
             return None
@@ -198,7 +201,7 @@ def list_path(text: str) -> FileListing | None:
             )
         return FileListing(location, "file", "", (path,), (info.size,))
     selector = pafs.FileSelector(path, recursive=True)
-    return _listing(location, "folder", path, _select(location, selector, text), None)
+    return _listing(location, "folder", path, select_files(location, selector, text), None)
 
 
 def list_glob(text: str) -> FileListing:
@@ -216,7 +219,7 @@ def list_glob(text: str) -> FileListing:
     pattern = text[cut:]
     recursive = "/" in pattern or "**" in pattern
     selector = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
-    listing = _listing(location, "glob", base, _select(location, selector, text), pattern)
+    listing = _listing(location, "glob", base, select_files(location, selector, text), pattern)
     if not listing.paths:
         raise not_found(text)
     return listing
@@ -270,14 +273,14 @@ def glob_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
-def _file_info(location: Location, path: str, data: str) -> pafs.FileInfo:
+def file_info(location: Location, path: str, data: str) -> pafs.FileInfo:
     try:
         return location.filesystem.get_file_info(path)
     except OSError as error:
         raise access_error(error, data, location.scheme) from error
 
 
-def _select(location: Location, selector: pafs.FileSelector, data: str) -> list[pafs.FileInfo]:
+def select_files(location: Location, selector: pafs.FileSelector, data: str) -> list[pafs.FileInfo]:
     try:
         return location.filesystem.get_file_info(selector)
     except OSError as error:
@@ -289,7 +292,7 @@ def _check_bucket(location: Location, path: str, data: str) -> None:
     if location.scheme not in {"s3", "s3a", "gs", "gcs", "abfs", "abfss"}:
         return
     bucket = path.split("/", 1)[0]
-    if bucket and _file_info(location, bucket, data).type == pafs.FileType.NotFound:
+    if bucket and file_info(location, bucket, data).type == pafs.FileType.NotFound:
         hint = _ACCESS_HINTS[_HINT_FAMILY.get(location.scheme, location.scheme)]
         raise DataError(
             f"Data not found: bucket or container '{bucket}' does not exist or is not visible "

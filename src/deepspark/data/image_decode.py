@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from deepspark.data._source_files import first_line
 from deepspark.data.image_sources import is_remote, read_image_bytes
 from deepspark.errors import DataError, UserInputError
 
@@ -198,13 +199,8 @@ def _open(source: ImageSource, image_module):
     except FileNotFoundError:
         raise
     except (OSError, DataError) as error:
-        raise ImageDecodeError(f"cannot read {text} ({_first_line(error)})") from error
+        raise ImageDecodeError(f"cannot read {text} ({first_line(error)})") from error
     return image_module.open(io.BytesIO(data))
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _convert(image, channels: int, image_module):

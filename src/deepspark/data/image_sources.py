@@ -40,13 +40,14 @@ import pyarrow.fs as pafs
 from deepspark.data._source_files import (
     SCHEME_PATTERN,
     Location,
-    access_error,
+    file_info,
     first_line,
     glob_to_regex,
     has_glob,
     list_path,
     not_found,
     open_location,
+    select_files,
 )
 from deepspark.errors import DataError
 
@@ -60,7 +61,7 @@ SPLIT_FOLDERS = {
 }
 COLUMNS = ["path", "label", "split"]
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
-_IMAGE_KINDS = "JPEG, PNG, BMP, GIF, WebP or TIFF"
+IMAGE_KINDS = "JPEG, PNG, BMP, GIF, WebP or TIFF"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +127,7 @@ def resolve_images(data) -> ImageListing | None:
     if has_glob(text) and (is_remote(text) or not os.path.exists(text)):
         return _glob_matches(text)[0]
     location, root = open_image_location(text)
-    info = _file_info(location, root, text)
+    info = file_info(location, root, text)
     if info.type == pafs.FileType.NotFound:
         if location.scheme == "file":
             return None
@@ -168,7 +169,7 @@ def list_image_folder(path) -> pd.DataFrame:
     if rows.empty:
         raise DataError(
             "No images found in class subfolders; lay the folder out as <folder>/<class>/<image> "
-            f"({_IMAGE_KINDS}). Received: data={str(path)!r}"
+            f"({IMAGE_KINDS}). Received: data={str(path)!r}"
         )
     return rows
 
@@ -198,7 +199,7 @@ def list_image_glob(pattern) -> pd.DataFrame:
     if listing is None:
         raise DataError(
             f"No image files match the pattern ({others} other files do); give a glob of "
-            f"{_IMAGE_KINDS} files. Received: data={text!r}"
+            f"{IMAGE_KINDS} files. Received: data={text!r}"
         )
     return listing.rows
 
@@ -281,19 +282,9 @@ def _fsspec_location(text: str) -> tuple[Location, str] | None:
     return location, path if path.startswith("/") else "/" + path
 
 
-def _file_info(location: Location, path: str, data: str) -> pafs.FileInfo:
-    try:
-        return location.filesystem.get_file_info(path)
-    except OSError as error:
-        raise access_error(error, data, location.scheme) from error
-
-
 def _select(location: Location, base: str, data: str, *, recursive: bool) -> list:
     selector = pafs.FileSelector(base, recursive=recursive, allow_not_found=True)
-    try:
-        return location.filesystem.get_file_info(selector)
-    except OSError as error:
-        raise access_error(error, data, location.scheme) from error
+    return select_files(location, selector, data)
 
 
 def _resolve_folder(text: str, location: Location, root: str) -> ImageListing | None:

@@ -16,7 +16,7 @@ READ_BUFFER_BYTES = 1 << 20
 _LOCAL_FILESYSTEMS = ("local", "mock")
 
 
-def is_remote(filesystem) -> bool:
+def is_remote_filesystem(filesystem) -> bool:
     """Whether ``filesystem`` (pyarrow) is not this host's disk (an object store, HDFS...)."""
     return filesystem.type_name not in _LOCAL_FILESYSTEMS
 
@@ -35,7 +35,7 @@ def parquet_batches(
     """
     import pyarrow.parquet as pq
 
-    remote = is_remote(filesystem)
+    remote = is_remote_filesystem(filesystem)
     with filesystem.open_input_file(path) as handle:
         reader = pq.ParquetFile(handle, pre_buffer=remote, buffer_size=READ_BUFFER_BYTES)
         wanted = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from deepspark._atomic import atomic_path
+from deepspark.data._source_files import OBJECT_STORES, PYARROW_SCHEMES, SCHEME_PATTERN, first_line
 from deepspark.errors import UserInputError
 
 _WRITERS = {
@@ -39,10 +39,6 @@ _WRITERS = {
     ".json": lambda frame, path: frame.to_json(path, orient="records", lines=True),
     ".jsonl": lambda frame, path: frame.to_json(path, orient="records", lines=True),
 }
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_PYARROW_SCHEMES = {"s3a": "s3", "s3n": "s3"}
-# File systems where one upload appears whole (pyarrow's type names).
-_OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 _HINT = (
     "check the URI, the endpoint (AWS_ENDPOINT_URL for S3) and the credentials "
     "(AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"
@@ -78,7 +74,7 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool) -> OutputTarg
             bucket, unreachable storage.
     """
     text = os.fspath(path)
-    match = _SCHEME.match(text)
+    match = SCHEME_PATTERN.match(text)
     scheme = match.group(1).lower() if match else "file"
     local = scheme == "file"
     if local and match:
@@ -109,12 +105,12 @@ def _check_local(path: Path, *, overwrite: bool) -> None:
 
 
 def _open_remote(text: str, scheme: str) -> tuple[pafs.FileSystem, str]:
-    uri = _PYARROW_SCHEMES.get(scheme, scheme) + text[len(scheme) :]
+    uri = PYARROW_SCHEMES.get(scheme, scheme) + text[len(scheme) :]
     try:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, pa.ArrowException, ValueError) as error:
         raise UserInputError(
-            f"Cannot open the output location ({_first_line(error)}); {_HINT}. "
+            f"Cannot open the output location ({first_line(error)}); {_HINT}. "
             f"Received: output={text!r}"
         ) from error
 
@@ -124,11 +120,11 @@ def _check_remote(filesystem, inside: str, text: str, *, overwrite: bool) -> Non
     try:
         info = filesystem.get_file_info(inside)
         container = parent.split("/", 1)[0] if parent else ""
-        folder = container if filesystem.type_name in _OBJECT_STORES else parent
+        folder = container if filesystem.type_name in OBJECT_STORES else parent
         folder_info = filesystem.get_file_info(folder) if folder else None
     except OSError as error:
         raise UserInputError(
-            f"Cannot reach the output location ({_first_line(error)}); {_HINT}. "
+            f"Cannot reach the output location ({first_line(error)}); {_HINT}. "
             f"Received: output={text!r}"
         ) from error
     if not name or info.type == pafs.FileType.Directory:
@@ -141,7 +137,7 @@ def _check_remote(filesystem, inside: str, text: str, *, overwrite: bool) -> Non
             f"Output already exists; pass --overwrite to replace it. Received: output={text!r}"
         )
     if folder_info is None or folder_info.type == pafs.FileType.NotFound:
-        what = "bucket or container" if filesystem.type_name in _OBJECT_STORES else "folder"
+        what = "bucket or container" if filesystem.type_name in OBJECT_STORES else "folder"
         raise UserInputError(
             f"Output {what} '{folder}' does not exist or is not visible with these credentials; "
             f"create it first, or {_HINT}. Received: output={text!r}"
@@ -180,7 +176,7 @@ def _publish(staging: Path, target: OutputTarget) -> None:
     filesystem = target.filesystem
     local = pafs.LocalFileSystem()
     destination = target.path
-    if filesystem.type_name not in _OBJECT_STORES:
+    if filesystem.type_name not in OBJECT_STORES:
         parent, _, name = target.path.rpartition("/")
         destination = f"{parent}/.{name}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -191,7 +187,7 @@ def _publish(staging: Path, target: OutputTarget) -> None:
             filesystem.move(destination, target.path)
     except OSError as error:
         raise UserInputError(
-            f"Cannot write the output ({_first_line(error)}); {_HINT}. "
+            f"Cannot write the output ({first_line(error)}); {_HINT}. "
             f"Received: output={target.text!r}"
         ) from error
     finally:
@@ -268,8 +264,3 @@ def _target(path, *, overwrite: bool) -> OutputTarget:
     if isinstance(path, OutputTarget):
         return path
     return check_output_path(path, overwrite=overwrite)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from deepspark.data._source_files import OBJECT_STORES, first_line
 from deepspark.errors import UserInputError
 
 logger = logging.getLogger("deepspark.store")
 
 STORE_ENV = "DEEPSPARK_STORE"
 DEFAULT_STORE = ".deepspark/store"
-# Filesystems where one upload appears whole (no rename needed, and a rename would be a copy).
-_OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 _SCHEMES = "file://, s3://, gs://, hdfs://, abfs:// or a local path"
 
 
@@ -129,7 +128,7 @@ class Store:
         destination = self.path(*parts)
         filesystem = self.filesystem
         filesystem.create_dir(_parent(destination), recursive=True)
-        if filesystem.type_name in _OBJECT_STORES:
+        if filesystem.type_name in OBJECT_STORES:
             with filesystem.open_output_stream(destination) as stream:
                 stream.write(data)
             return
@@ -191,7 +190,7 @@ class Store:
             self.delete(folder)
         except (OSError, UserInputError) as error:
             raise UserInputError(
-                f"The store is not writable ({_first_line(error)}); give --store a location "
+                f"The store is not writable ({first_line(error)}); give --store a location "
                 f"this machine can write (check permissions, credentials and the endpoint). "
                 f"Received: store={self.uri!r}"
             ) from error
@@ -228,7 +227,7 @@ def _fsspec_filesystem(uri: str, error: Exception):
         except (ImportError, ValueError, OSError):
             pass
     raise UserInputError(
-        f"Cannot open the store ({_first_line(error)}); use {_SCHEMES}. Received: store={uri!r}"
+        f"Cannot open the store ({first_line(error)}); use {_SCHEMES}. Received: store={uri!r}"
     ) from error
 
 
@@ -265,8 +264,3 @@ def _name(path: str) -> str:
 def _fsync(path: str) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from deepspark._backend import import_keras
-from deepspark.data.parquet_io import READ_BUFFER_BYTES, is_remote
+from deepspark.data.parquet_io import READ_BUFFER_BYTES, is_remote_filesystem
 from deepspark.distributed.shards import TARGET_COLUMN, decode_columns
 from deepspark.errors import DataError, UserInputError
 
@@ -63,7 +63,7 @@ class _ShardFiles:
                 f"files={files!r}"
             )
         self.filesystem, self.paths = _resolve_files(list(files), filesystem)
-        self.remote = is_remote(self.filesystem)
+        self.remote = is_remote_filesystem(self.filesystem)
         self.metadata = []
         for path in self.paths:
             try:

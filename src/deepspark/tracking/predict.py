@@ -20,20 +20,22 @@ import pandas as pd
 import pyarrow as pa
 
 from deepspark.data.image_sources import is_image_folder, list_image_folder
-from deepspark.data.readers import BUILTIN_DATASETS, read_table
+from deepspark.data.readers import read_table
 from deepspark.data.writers import OutputTarget, check_output_path, open_table_writer, write_table
 from deepspark.errors import UserInputError
 from deepspark.tracking.model import DeepsparkModel, load_model
+from deepspark.training.prepare import (
+    BYTES_PER_CELL,
+    estimated_memory_bytes,
+    memory_budget_bytes,
+    path_table_source,
+)
 
 logger = logging.getLogger("deepspark.predict")
 
-# Bytes a table row takes per column in memory while it is scored (training's rule: the pandas
-# frame and the encoded copies, 8 bytes each) and how much of the budget one streamed batch
-# (with its pandas copy, encoded inputs and scored output) may use.
-_BYTES_PER_CELL = 16
+# How much of the memory budget one streamed batch (with its pandas copy, encoded inputs and
+# scored output) may use.
 _BATCH_SHARE = 8
-# A text file takes about four times its size in memory (training's rule too).
-_SMALL_FILE_FACTOR = 4
 _MIN_BATCH_ROWS, _MAX_BATCH_ROWS = 256, 65_536
 _BAD_EXAMPLES = 3
 
@@ -133,8 +135,6 @@ def _score_frame(model: DeepsparkModel, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _memory_budget(max_memory_mb: float | None) -> int:
-    from deepspark.training.prepare import memory_budget_bytes
-
     if max_memory_mb is not None and (
         isinstance(max_memory_mb, bool)
         or not isinstance(max_memory_mb, int | float)
@@ -162,16 +162,8 @@ def _open_data(data: Any, model: DeepsparkModel, budget: int):
             )
         return list_image_folder(data)
     text = os.fspath(data)
-    path = Path(text)
-    if path.is_file() and _SMALL_FILE_FACTOR * path.stat().st_size <= budget:
-        return read_table(text)  # (training reads small files the same way)
-    if not path.exists() and (text in BUILTIN_DATASETS or _plain_missing_path(text)):
-        return read_table(text)  # the built-in dataset, or its "Data not found" message
-    return resolve_source(text)
-
-
-def _plain_missing_path(text: str) -> bool:
-    return "://" not in text and not text.startswith("delta:") and not set("*?[") & set(text)
+    source = path_table_source(text, budget)  # the same rule as training's
+    return read_table(text) if source is None else source
 
 
 def _streams(source, budget: int, *, has_output: bool) -> bool:
@@ -183,18 +175,13 @@ def _streams(source, budget: int, *, has_output: bool) -> bool:
         return False
     if isinstance(source, SparkSource):
         return has_output
-    return _estimated_bytes(source) > budget
-
-
-def _estimated_bytes(source) -> int:
-    if source.estimated_rows is not None:
-        return source.estimated_rows * max(1, len(source.schema)) * _BYTES_PER_CELL
-    return _SMALL_FILE_FACTOR * (source.estimated_bytes or 0)
+    return estimated_memory_bytes(source) > budget
 
 
 def _needs_output(source, budget: int) -> UserInputError:
+    needed = estimated_memory_bytes(source) / 2**20
     return UserInputError(
-        f"{source.description} takes about {_estimated_bytes(source) / 2**20:.0f} MB in memory, "
+        f"{source.description} takes about {needed:.0f} MB in memory, "
         f"more than the memory budget of {budget / 2**20:.0f} MB; pass output= (--output) to "
         f"stream the predictions to a file, or raise max_memory_mb (--max-memory). "
         f"Received: output=None"
@@ -247,7 +234,7 @@ def _check_columns(model: DeepsparkModel, source) -> None:
 
 
 def _batch_rows(source, budget: int) -> int:
-    row_bytes = max(1, len(source.schema)) * _BYTES_PER_CELL * 2  # + the scored copy
+    row_bytes = max(1, len(source.schema)) * BYTES_PER_CELL * 2  # + the scored copy
     rows = budget // (_BATCH_SHARE * row_bytes)
     return int(min(_MAX_BATCH_ROWS, max(_MIN_BATCH_ROWS, rows)))
 

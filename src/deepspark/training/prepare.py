@@ -24,6 +24,12 @@ from deepspark.data.schema import FeatureSchema, infer_schema, learn_vocabularie
 from deepspark.data.splits import DataSplit, hash_split
 from deepspark.errors import UserInputError
 
+# A text file (CSV, JSON lines) takes about this many times its size in memory once read.
+SMALL_FILE_FACTOR = 4
+# Bytes a table cell takes in memory while it is used: the pandas frame and the encoded copy,
+# 8 bytes each.
+BYTES_PER_CELL = 16
+
 logger = logging.getLogger("deepspark.training")
 
 
@@ -178,21 +184,32 @@ def prepare_data(
 
 
 def _table_source(config: TrainConfig, data: Any):
-    """The table source of ``data`` (or ``config.data``), or ``None`` for a local file or a
-    built-in dataset name, which ``read_table`` reads (and reports on) as before."""
+    """The table source of ``data`` (or ``config.data``), or ``None`` for a small local file or
+    a built-in dataset name, which ``read_table`` reads (and reports on) as before."""
     from deepspark.data.sources import resolve_source
 
     if data is not None:
         return resolve_source(data)
-    path = Path(config.data)
+    return path_table_source(config.data, memory_budget_bytes(config.max_memory_mb))
+
+
+def path_table_source(text: str, budget_bytes: int):
+    """The table source a path or URI names, or ``None`` where ``read_table`` reads it whole
+    (a local file that fits ``budget_bytes``, a built-in dataset name) or says what is missing
+    (a plain local path that does not exist, with the built-in names): training and ``predict``
+    read the same data the same way."""
+    from deepspark.data.sources import resolve_source
+
+    path = Path(text)
     if path.is_file():  # small files: read_table (and its messages); large ones stream
-        large = 4 * path.stat().st_size > memory_budget_bytes(config.max_memory_mb)
-        return resolve_source(config.data) if large else None
-    if not path.exists() and config.data in BUILTIN_DATASETS:
+        large = SMALL_FILE_FACTOR * path.stat().st_size > budget_bytes
+        return resolve_source(text) if large else None
+    if not path.exists() and text in BUILTIN_DATASETS:
         return None
-    if not path.exists() and "://" not in config.data and not any(c in config.data for c in "*?["):
+    plain = "://" not in text and not text.startswith("delta:")
+    if not path.exists() and plain and not any(c in text for c in "*?["):
         return None  # read_table says it is missing, naming the built-in datasets
-    return resolve_source(config.data)
+    return resolve_source(text)
 
 
 def memory_budget_bytes(max_memory_mb: float | None) -> int:
@@ -213,12 +230,15 @@ def _should_stream(config: TrainConfig, source) -> bool:
         return False
     if isinstance(source, SparkSource):
         return True
-    columns = max(1, len(source.schema))
+    return estimated_memory_bytes(source) > memory_budget_bytes(config.max_memory_mb)
+
+
+def estimated_memory_bytes(source) -> int:
+    """About what a file source takes in memory once read: its cells at ``BYTES_PER_CELL``
+    when the row count is known (Parquet footers), else ``SMALL_FILE_FACTOR`` x its size."""
     if source.estimated_rows is not None:
-        estimate = source.estimated_rows * columns * 16  # pandas + encoded copies, 8 bytes each
-    else:
-        estimate = 4 * (source.estimated_bytes or 0)  # text: about 4x in memory
-    return estimate > memory_budget_bytes(config.max_memory_mb)
+        return source.estimated_rows * max(1, len(source.schema)) * BYTES_PER_CELL
+    return SMALL_FILE_FACTOR * (source.estimated_bytes or 0)
 
 
 def large_table_defaults(config: TrainConfig, *, rows: int) -> TrainConfig:

@@ -25,6 +25,7 @@ from deepspark.data.image_inputs import (
     find_image_column,
 )
 from deepspark.data.image_sources import (
+    IMAGE_KINDS,
     is_image_glob,
     is_remote,
     list_image_glob,
@@ -35,7 +36,6 @@ from deepspark.errors import DataError, UserInputError
 logger = logging.getLogger(__name__)
 
 RESULT_COLUMN = "__deepspark_result"
-_IMAGE_KINDS = "JPEG, PNG, BMP, GIF, WebP or TIFF"
 
 
 def image_table(data: Any) -> tuple[pd.DataFrame, str]:
@@ -83,7 +83,7 @@ def _read_images(text: str) -> pd.DataFrame:
         if is_remote(text) or not Path(text).is_dir():
             raise
         raise DataError(
-            f"No image files in this folder ({_IMAGE_KINDS}, directly inside it or in class "
+            f"No image files in this folder ({IMAGE_KINDS}, directly inside it or in class "
             f"subfolders), and no table ({error}). Received: data={text!r}"
         ) from error
 

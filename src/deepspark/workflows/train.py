@@ -108,7 +108,7 @@ def train(
         return _resume(resume, tracking_uri=settings.get("tracking_uri"))
     frame = None
     if data is not None and not isinstance(data, str | Path):  # a pandas / Spark DataFrame
-        frame, data = data, _describe_frame(data)
+        frame, data = data, describe_frame(data)
     if config is None:
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
@@ -131,8 +131,13 @@ def train(
     return _run(dataclasses.replace(prepared, builder=model), resume_run=None)
 
 
-def _describe_frame(frame: Any) -> str:
-    """What a DataFrame given as ``data`` is called in the run's params and messages."""
+# What ``config.data`` holds when the data was a DataFrame (``describe_frame``).
+FRAME_NAMES = ("<pandas DataFrame>", "<Spark DataFrame>")
+
+
+def describe_frame(frame: Any) -> str:
+    """What a DataFrame given as ``data`` is called in the run's params and messages (one of
+    ``FRAME_NAMES``)."""
     kind = "Spark" if type(frame).__module__.startswith("pyspark") else "pandas"
     return f"<{kind} DataFrame>"
 

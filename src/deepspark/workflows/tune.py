@@ -33,13 +33,11 @@ from deepspark.training.prepare import PreparedData, prepare_data
 from deepspark.tuning import report
 from deepspark.tuning import study as studies
 from deepspark.tuning.space import config_fields, resolve_space, space_from_document
-from deepspark.workflows.train import _describe_frame as describe_frame
+from deepspark.workflows.train import FRAME_NAMES, describe_frame
 
 logger = logging.getLogger("deepspark.tuning")
 RUN_NAME = "tune"
 STORAGE_TAG, STUDY_TAG, SETTINGS_ATTR = report.STORAGE_TAG, report.STUDY_TAG, report.SETTINGS_ATTR
-# What ``config.data`` says when the data was a DataFrame (``workflows.train``).
-_FRAME_NAMES = ("<pandas DataFrame>", "<Spark DataFrame>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +430,7 @@ def _resume(
         document["tracking_uri"] = tracking_uri
     config = TrainConfig.from_dict(_known_fields(document))
     use_backend(config.keras_backend)
-    if frame is None and config.data in _FRAME_NAMES:
+    if frame is None and config.data in FRAME_NAMES:
         raise UserInputError(
             f"Search {run_id} was given a {config.data.strip('<>')}, which a resume cannot read "
             f"again; pass the same DataFrame as data with resume. Received: resume={run_id!r}"

@@ -14,24 +14,22 @@ Figures (one run, after a warm-up epoch, contenders in turn; samples/s are globa
   compute-bound model (a wide MLP); 1 worker may use every core, 2 workers one core each
   (deepspark pins each worker to its share of the cores); best epoch of ``--launches`` launches
   each. ``pinned_scaling_2_workers``: the same 2 workers against 1 worker on 1 core (as two
-  1-core hosts would be); goal >= 1.7. On CPU, JAX's cross-process all-reduce (XLA over gloo)
-  is much slower than torch.distributed's: a raw JAX step of this model over 2 processes takes
-  about 3.5x the 1-process step on a 2-core machine, so expect a figure below 1 there.
-
+  1-core hosts would be); goal >= 1.7.
 - ``pinned_scaling_2_workers_tabular``: the data-at-scale case, deepspark's default tabular
   model on a generated table like ``bench_scale.py``'s (20 numeric, 3 categorical columns;
   ``--tabular-rows``) at a large table's default batch size (4096), 2 workers on a core each
   against 1 worker on 1 core, same global batch; best epoch of ``--launches`` launches each.
+  ``--tabular-only`` measures just this figure.
 
-Why JAX on CPU scales worse than torch here: Keras' data-parallel distribution makes each step
-one SPMD program whose gradient all-reduce XLA combines into one tuple all-reduce, but XLA's CPU
-runtime then issues one gloo all-reduce per gradient tensor (a 3-layer MLP: 9 of them), and on
-this 2-vCPU VM every gloo all-reduce costs about 3.6 ms whatever its size (a thread hand-off
-across vCPUs costs ~60 us; torch's gloo all-reduce, one flat buffer per step, ~1.4 ms). A raw
-jitted step of the default MLP at 4096 rows: 11 ms on 1 process, 37 ms on 2.
+JAX on CPU trains with host collectives (``deepspark.distributed._jax``): one allreduce of all
+gradients per step through torch's gloo, from inside the compiled step. Its SPMD mode
+(``DEEPSPARK_JAX_COLLECTIVES=spmd``, the default on accelerators) scales worse on CPU: XLA's CPU
+runtime issues one gloo all-reduce per gradient tensor (a 3-layer MLP: 9 of them), and on this
+2-vCPU VM each costs about 3.6 ms whatever its size (a raw jitted step of the default MLP at 4096
+rows: 11 ms on 1 process, 37 ms on 2).
 
-Collectives (each picks its workers' Keras backend): ``jax`` (Keras on JAX, jax.distributed with
-gloo CPU collectives and Keras' data-parallel distribution; local launcher), ``torch`` (Keras on
+Collectives (each picks its workers' Keras backend): ``jax`` (Keras on JAX; host collectives on
+CPU, see above; local launcher), ``torch`` (Keras on
 torch, torch.distributed with gloo on CPU; local launcher) and ``horovod`` (horovodrun), when
 Horovod is installed. Usage: ``python benchmarks/bench_distributed.py --json``.
 """
@@ -202,7 +200,7 @@ def measure(collectives: str, args) -> dict:
     launcher = "horovod" if collectives == "horovod" else "local"
     settings = {"launcher": launcher, "collectives": collectives}
     figures = {}
-    if not args.scaling_only:
+    if not (args.scaling_only or args.tabular_only):
         overhead = run(overhead_rank, (str(args.data), args.repeats), workers=1, **settings)
         figures = {
             "overhead_world_size_1": round(1 - overhead["distributed"] / overhead["plain"], 4),
@@ -221,6 +219,8 @@ def measure(collectives: str, args) -> dict:
         "tabular_rows_per_s_1_worker_1_core": round(tab_one, 1),
         "tabular_rows_per_s_2_workers_1_core_each": round(tab_two, 1),
     }
+    if args.tabular_only:
+        return figures
     one, one_pinned, two = 0.0, 0.0, 0.0
     for _ in range(args.launches):  # alternate, so that load from other processes hits both
         job = (args.global_batch, args.epochs)
@@ -263,6 +263,9 @@ def main() -> None:
     parser.add_argument("--tabular-rows", type=int, default=262_144)
     parser.add_argument("--tabular-batch", type=int, default=4096, help="A large table's default.")
     parser.add_argument("--scaling-only", action="store_true", help="Skip the overhead part.")
+    parser.add_argument(
+        "--tabular-only", action="store_true", help="Only the tabular pinned scaling."
+    )
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = parser.parse_args()
     figures = {"cpu_count": os.cpu_count()}

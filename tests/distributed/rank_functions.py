@@ -69,6 +69,7 @@ def fit_on_shard() -> dict:
     import keras
 
     from deepspark.distributed import DistributedOptimizer, distributed_callbacks, rank, size
+    from deepspark.distributed.backends import get_backend
 
     x, y, x_val, y_val = dataset()
     me, world = rank(), size()
@@ -90,7 +91,40 @@ def fit_on_shard() -> dict:
         "whole_val": whole_val,
         "world": world,
         "optimizer_class": type(model.optimizer).__name__,
+        "mode": getattr(get_backend(), "mode", None),
     }
+
+
+def fit_with_nan_on_rank_one() -> dict:
+    """Rank 1's second batch has a NaN target; every rank must stop at that same step (a rank
+    going on alone would wait in its next allreduce until the group times out)."""
+    import keras
+
+    from deepspark.distributed import (
+        DistributedNanGuard,
+        DistributedOptimizer,
+        distributed_callbacks,
+        rank,
+        size,
+    )
+
+    x, y, _, _ = dataset()
+    me, world = rank(), size()
+    x, y = x[me::world], y[me::world].copy()
+    if me == 1:
+        y[10] = float("nan")  # local batch size 8: the second batch
+    model = compiled_model(DistributedOptimizer(keras.optimizers.SGD(LEARNING_RATE)))
+    guard = DistributedNanGuard()
+    model.fit(
+        x,
+        y,
+        batch_size=GLOBAL_BATCH // world,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*distributed_callbacks(), guard],
+    )
+    return {"failed_at": guard.failed_at, "iterations": int(model.optimizer.iterations.numpy())}
 
 
 def fail_on_rank_one() -> None:

@@ -9,8 +9,9 @@ Common case (every rank runs this, e.g. through ``deepspark.distributed.run``)::
 
 Or let deepspark do all of it: ``deepspark.train(..., workers=2, launcher="local")``.
 
-On JAX the ranks communicate through ``jax.distributed`` and Keras' data-parallel distribution
-(``collectives="jax"``), on torch through ``torch.distributed`` or Horovod; ``run``, ``init`` and
+On JAX (``collectives="jax"``) the ranks average gradients with one host allreduce per step on
+CPU, or run one SPMD program over ``jax.distributed`` on accelerators; on torch they communicate
+through ``torch.distributed`` or Horovod; ``run``, ``init`` and
 ``DistributedOptimizer`` pick the Keras backend's own by default.
 """
 

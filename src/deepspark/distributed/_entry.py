@@ -14,14 +14,12 @@ from pathlib import Path
 
 
 def main(job_dir: Path) -> int:
-    from deepspark.distributed.cores import pin_this_process
-
-    pin_this_process()  # before JAX or torch size their thread pools
     import cloudpickle
 
     from deepspark._atomic import write_bytes_atomic
     from deepspark.distributed._processes import ERROR_PREFIX, JOB_FILE, RESULT_FILE
     from deepspark.distributed.backends import COLLECTIVES_ENV, default_collectives
+    from deepspark.distributed.cores import pin_this_process
     from deepspark.distributed.launch import run_packed
 
     rank = os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "0"))
@@ -31,6 +29,8 @@ def main(job_dir: Path) -> int:
         or os.environ.get("DEEPSPARK_BACKEND")
         or default_collectives()
     )
+    if collectives != "jax":  # a JAX worker pins itself once JAX started (JaxDistributedBackend)
+        pin_this_process()  # before torch sizes its thread pools
     try:
         result = run_packed((job_dir / JOB_FILE).read_bytes(), collectives)
     except Exception as error:  # noqa: BLE001  reported to the launcher, which re-raises it

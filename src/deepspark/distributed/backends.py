@@ -11,8 +11,8 @@ distributed callbacks never care which one runs underneath::
     backend.broadcast_(tensor, root=0, name="w")  # in place
     backend.broadcast_object(obj, root=0)         # any picklable object
 
-Tensors are torch tensors for ``torch`` and ``horovod``, NumPy arrays for ``jax`` (whose
-training needs no explicit collectives: see ``deepspark.distributed._jax``).
+Tensors are torch tensors for ``torch`` and ``horovod``, NumPy arrays for ``jax`` (see
+``deepspark.distributed._jax``: on CPU its collectives run on the host through torch's gloo).
 
 ``jax`` and ``torch``: rendezvous from ``MASTER_ADDR`` / ``MASTER_PORT`` / ``RANK`` /
 ``WORLD_SIZE`` (what the local and spark launchers, torchrun and Spark's TorchDistributor set);
@@ -48,6 +48,7 @@ class CommunicationBackend:
     rank = 0
     size = 1
     local_rank = 0
+    spmd = False  # training runs as one SPMD program over all ranks (JAX on accelerators)
 
     def allreduce_sum_(self, tensor, *, name: str):
         """Sum ``tensor`` over all ranks, in place; returns it.

@@ -25,9 +25,10 @@ class BroadcastInitialState(keras.callbacks.Callback):
     """At the start of ``fit``: rank 0's weights and optimizer state (moments, step count,
     learning rate) on every rank, so a fresh start or a resumed checkpoint is the same everywhere.
 
-    On JAX it is required at world size > 1: it also lays the model's state out on the global
-    mesh (``deepspark.distributed._jax.place_on_mesh``), and checks that every rank runs the same
-    number of training steps (one SPMD program: a rank with one step more would wait forever).
+    On JAX it also checks that every rank runs the same number of training steps (a rank with
+    one step more would wait forever in its allreduce), and in SPMD mode it is required at world
+    size > 1: it lays the model's state out on the global mesh
+    (``deepspark.distributed._jax.place_on_mesh``).
 
     Args:
         root: The rank whose state wins.
@@ -50,14 +51,15 @@ class BroadcastInitialState(keras.callbacks.Callback):
         backend = self.backend or get_backend()
         if backend.name == "jax":
             if backend.size > 1:
-                self._place_on_mesh(backend)
+                self._check_steps(backend)
+                self._broadcast_on_jax(backend)
             return
         broadcast_variables(self.model.weights, backend, root=self.root)
         optimizer = self.model.optimizer
         if optimizer is not None and optimizer.variables:
             broadcast_variables(optimizer.variables, backend, root=self.root)
 
-    def _place_on_mesh(self, backend: CommunicationBackend) -> None:
+    def _check_steps(self, backend: CommunicationBackend) -> None:
         from deepspark.distributed import _jax
 
         steps = int(self.params.get("steps") or 0)
@@ -67,7 +69,14 @@ class BroadcastInitialState(keras.callbacks.Callback):
                 "every rank the same number of rows (deepspark's shards do). "
                 f"Received: steps={steps} on rank {backend.rank}"
             )
-        _jax.place_on_mesh(self.model, root=self.root)
+
+    def _broadcast_on_jax(self, backend: CommunicationBackend) -> None:
+        from deepspark.distributed import _jax
+
+        if backend.spmd:
+            _jax.place_on_mesh(self.model, root=self.root)
+        else:
+            _jax.broadcast_state(self.model, backend, root=self.root)
 
 
 class MetricAverage(keras.callbacks.Callback):
@@ -80,9 +89,10 @@ class MetricAverage(keras.callbacks.Callback):
     different number of validation batches (shards of different sizes). Works with ``fit`` and
     with ``evaluate(..., callbacks=[MetricAverage()])``.
 
-    On JAX the metric state is already that of the global batch (reducing it would count every
-    row ``size`` times). There this callback makes validation shards of different sizes work
-    inside ``fit`` (every rank must run the same batches): smaller shards are padded with copies
+    On JAX on CPU (host collectives) it does the same, on NumPy values. In JAX's SPMD mode the
+    metric state is already that of the global batch (reducing it would count every row ``size``
+    times). There this callback makes validation shards of different sizes work inside ``fit``
+    (every rank must run the same batches): smaller shards are padded with copies
     of one row, that row's share of the metric state is measured on its own (one row per rank)
     and subtracted before the state becomes logs, so validation loss and metrics stay exact.
     Exact for the same metrics as on torch: those whose state adds up across rows.
@@ -107,7 +117,7 @@ class MetricAverage(keras.callbacks.Callback):
         self._in_fit = True
         self._install()
         backend = self.backend or get_backend()
-        if backend.name == "jax" and backend.size > 1:
+        if backend.spmd:
             self._pad_validation(backend)
 
     def on_train_end(self, logs=None):
@@ -128,17 +138,21 @@ class MetricAverage(keras.callbacks.Callback):
             return
         keras_hook = getattr(model, self._HOOK)
         backend = self.backend or get_backend()
-        if backend.name == "jax":
-            if backend.size == 1:
-                return
+        if backend.size == 1:
+            return
+        if backend.spmd:
 
             def reduce_then_read(step_logs):
                 self._take_out_padding()
                 return keras_hook(step_logs)
         else:
+            if backend.name == "jax":
+                from deepspark.distributed._jax import allreduce_metric_state as reduce_state
+            else:
+                reduce_state = allreduce_metric_state
 
             def reduce_then_read(step_logs):
-                allreduce_metric_state(model, backend)
+                reduce_state(model, backend)
                 return keras_hook(step_logs)
 
         object.__setattr__(model, self._HOOK, reduce_then_read)
@@ -233,19 +247,24 @@ class LearningRateWarmup(keras.callbacks.Callback):
 class DistributedNanGuard(NanGuard):
     """``NanGuard`` that stops every rank at the same step.
 
-    On torch it reads the "some rank's loss is not finite" flag that ``DistributedOptimizer``
-    reduces with the gradients (the same on every rank), instead of this rank's own loss. On JAX
-    the loss in the logs already is the global batch's, the same on every rank.
+    On torch, and on JAX on CPU, it reads the "some rank's loss (or gradients) is not finite"
+    flag that ``DistributedOptimizer`` reduces with the gradients (the same on every rank),
+    instead of this rank's own loss. In JAX's SPMD mode the loss in the logs already is the
+    global batch's, the same on every rank.
     """
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = self.model.optimizer
-        if not getattr(optimizer, "_deepspark_reduces_loss_flag", False):
-            super().on_train_batch_end(batch, logs)
-            return
-        flag = getattr(optimizer, "nonfinite_loss_on_any_rank", None)
-        if flag is not None and bool(flag > 0):
-            self._failed((self.epoch, batch))
+        if getattr(optimizer, "_deepspark_reduces_loss_flag", False):
+            wait = getattr(optimizer, "wait_for_reduction", None)
+            if wait is not None:
+                wait()
+            flag = getattr(optimizer, "nonfinite_loss_on_any_rank", None)
+            if flag is not None:  # None: nothing was reduced (a world of one on JAX)
+                if bool(flag > 0):
+                    self._failed((self.epoch, batch))
+                return
+        super().on_train_batch_end(batch, logs)
 
 
 def scale_learning_rate(optimizer, world_size: int) -> float:

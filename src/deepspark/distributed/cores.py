@@ -3,9 +3,11 @@
 XLA (JAX) and torch size their thread pools to the CPUs a process may run on. Two workers on
 one host, each seeing every core, start twice as many compute threads as there are cores and
 slow each other down (measured: 2 JAX workers on 2 shared cores ran at 0.34x of one). A worker
-is therefore restricted (``sched_setaffinity``) to its share of the host's cores before it
-imports JAX or torch: ``cores per worker = cores / workers on the host`` (local launcher), or
-``spark.task.cpus`` for a Spark barrier task, on consecutive cores by local rank.
+is therefore restricted (``sched_setaffinity``) to its share of the host's cores: before it
+imports torch, and right after JAX created its thread pools (a JAX worker in host-collectives
+mode needs more than one XLA thread, see ``distributed._jax``). ``cores per worker = cores /
+workers on the host`` (local launcher), or ``spark.task.cpus`` for a Spark barrier task, on
+consecutive cores by local rank.
 
 ``DEEPSPARK_CORES_PER_WORKER`` sets the share; ``DEEPSPARK_PIN_CORES=0`` leaves workers
 unrestricted.
@@ -48,13 +50,22 @@ def pinning_settings(local_rank: int, local_workers: int, per_worker: int | None
     return {WORKER_CORES_ENV: ",".join(map(str, cores)), "OMP_NUM_THREADS": str(len(cores))}
 
 
-def pin_this_process() -> None:
-    """Restrict this process to ``$DEEPSPARK_WORKER_CORES``; call it before JAX or torch load."""
+def pin_this_process(*, all_threads: bool = False) -> None:
+    """Restrict this process to ``$DEEPSPARK_WORKER_CORES``.
+
+    Called before JAX or torch load (their pools then size themselves to those cores), or with
+    ``all_threads`` after they started: every thread the process has now is pinned, and threads
+    started later inherit it from theirs.
+    """
     listed = os.environ.get(WORKER_CORES_ENV)
     if not listed:
         return
     cores = {int(core) for core in listed.split(",") if core.strip()}
+    threads = [0]
+    if all_threads:
+        threads = [int(task) for task in os.listdir("/proc/self/task")] or [0]
     try:
-        os.sched_setaffinity(0, cores)
+        for thread in threads:
+            os.sched_setaffinity(thread, cores)
     except OSError as error:  # cores outside this container's set: leave the process as it is
         logger.debug("could not pin to cores %s: %s", sorted(cores), error)

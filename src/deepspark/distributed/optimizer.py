@@ -8,10 +8,11 @@ On torch, Keras' trainer computes gradients with ``loss.backward()`` and hands t
 ranks (one allreduce of one flat buffer per step) and then lets the wrapped optimizer do exactly
 what it always does.
 
-On JAX there is nothing to average by hand: the optimizer makes sure the process joined
-``jax.distributed`` and Keras' data-parallel distribution spans every process's devices; each step
-is then one SPMD program over the global batch, whose loss (a mean over the global batch) has the
-averaged gradients. ``BroadcastInitialState`` puts the model's state on that global mesh when
+On JAX on CPU the same happens inside the compiled step: the gradients, flattened into one
+buffer, go to the host for one allreduce per step. On accelerators (SPMD mode) there is nothing
+to average by hand: Keras' data-parallel distribution spans every process's devices and each step
+is one SPMD program over the global batch, whose loss (a mean over the global batch) has the
+averaged gradients; ``BroadcastInitialState`` puts the model's state on that global mesh when
 ``fit`` begins (see ``deepspark.distributed._jax``).
 
 The optimizer is changed in place (its class becomes a subclass of its own class), so built state,
@@ -40,7 +41,8 @@ _WRAPPED_CLASSES: dict[tuple[type, type], type] = {}
 
 
 class _DataParallelOnJax:
-    """Mixed into the wrapped optimizer's class on JAX: a marker, the optimizer is unchanged."""
+    """Mixed into the wrapped optimizer's class on JAX in SPMD mode: a marker, the optimizer is
+    unchanged."""
 
     _deepspark_distributed = True
 
@@ -90,12 +92,15 @@ def DistributedOptimizer(  # noqa: N802  named like the class it stands for, as 
         resolved = init(collectives)
     else:
         resolved = get_backend()
-    if resolved.name == "jax":
-        mixin = _DataParallelOnJax
-        if resolved.size > 1:
-            from deepspark.distributed._jax import use_data_parallel
+    if resolved.name == "jax" and resolved.spmd:
+        from deepspark.distributed._jax import use_data_parallel
 
-            use_data_parallel()
+        mixin = _DataParallelOnJax
+        use_data_parallel()
+    elif resolved.name == "jax":
+        from deepspark.distributed._jax import HostAllreduce
+
+        mixin = HostAllreduce
     else:
         mixin = _DistributedApply
     if not getattr(optimizer, "_deepspark_distributed", False):

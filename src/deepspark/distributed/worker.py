@@ -128,8 +128,8 @@ def _rank_data(job: WorkerJob, split: str, rank: int):
 
 
 def _rank_local_work(backend):
-    """Work one rank does alone; on JAX it must not start collectives (see ``_jax``)."""
-    if backend.name == "jax" and backend.size > 1:
+    """Work one rank does alone; in JAX's SPMD mode it must not start collectives (``_jax``)."""
+    if backend.spmd:
         from deepspark.distributed._jax import outside_distribution
 
         return outside_distribution()
@@ -186,7 +186,7 @@ def _rank_callbacks(job, config, store, state, *, backend):
         early_stopping.restored_weights = backend.broadcast_object(
             early_stopping.restored_weights if writer else None
         )
-    if backend.name == "jax" and backend.size > 1 and callbacks.writers:
+    if backend.spmd and callbacks.writers:
         from deepspark.distributed._jax import rank_local
 
         wrapped = {id(callback): rank_local(callback) for callback in callbacks.writers}

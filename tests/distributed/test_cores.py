@@ -34,3 +34,30 @@ def test_local_workers_are_pinned_to_their_own_cores(tmp_path, monkeypatch):
     assert [len(report["cores"]) for report in reports] == [share, share]
     assert not set(reports[0]["cores"]) & set(reports[1]["cores"])
     assert reports[0]["omp"] == str(share)
+
+
+def test_pinning_after_start_reaches_threads_already_running(monkeypatch):
+    import threading
+
+    from deepspark.distributed.cores import WORKER_CORES_ENV, pin_this_process
+
+    kept = os.sched_getaffinity(0)
+    seen, go = {}, threading.Event()
+
+    def worker():
+        go.wait()
+        seen["cores"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()  # a pool thread started before the pinning
+    first = min(kept)
+    monkeypatch.setenv(WORKER_CORES_ENV, str(first))
+    try:
+        pin_this_process(all_threads=True)
+        go.set()
+        thread.join()
+        assert seen["cores"] == {first}
+        assert os.sched_getaffinity(0) == {first}
+    finally:
+        for task in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(task), kept)

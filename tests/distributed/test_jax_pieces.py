@@ -61,3 +61,29 @@ def test_run_takes_the_old_backend_argument_with_a_warning():
     with pytest.warns(FutureWarning, match="use 'collectives'"):
         with pytest.raises(UserInputError, match="Received: workers=0"):
             run(print, workers=0, backend="jax")
+
+
+@pytest.mark.parametrize(
+    ("environment", "mode"),
+    [
+        ({"JAX_PLATFORMS": "cpu"}, "host"),
+        ({"JAX_PLATFORMS": "cuda,cpu"}, "spmd"),
+        ({"JAX_PLATFORMS": "cpu", "DEEPSPARK_JAX_COLLECTIVES": "spmd"}, "spmd"),
+        ({"JAX_PLATFORMS": "cuda", "DEEPSPARK_JAX_COLLECTIVES": "HOST"}, "host"),
+    ],
+)
+def test_cpu_trains_with_host_collectives_accelerators_with_spmd(monkeypatch, environment, mode):
+    from deepspark.distributed._jax import choose_mode
+
+    monkeypatch.delenv("DEEPSPARK_JAX_COLLECTIVES", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert choose_mode() == mode
+
+
+def test_an_unknown_jax_collectives_mode_is_named(monkeypatch):
+    from deepspark.distributed._jax import choose_mode
+
+    monkeypatch.setenv("DEEPSPARK_JAX_COLLECTIVES", "ring")
+    with pytest.raises(UserInputError, match="DEEPSPARK_JAX_COLLECTIVES='ring'"):
+        choose_mode()

@@ -94,6 +94,16 @@ def test_mlflow_pyfunc_takes_images_with_the_same_answers(trained):
     )
 
 
+def test_the_image_kinds_example_scores_with_the_kinds_output_columns(trained):
+    _, result, _ = trained
+    model = deepspark.load_model(result.model_uri)
+    kind = model.model_kind
+    scored = model.predict(kind.example_input(model.schema))
+    assert list(scored.columns) == [column.name for column in kind.output_columns(model.schema)]
+    assert scored["error"].tolist() == [None]
+    assert scored.filter(like="probability_").sum(axis=1).round(5).tolist() == [1.0]
+
+
 def test_predict_on_an_image_folder_writes_path_prediction_probabilities(trained, tmp_path):
     folder, result, uri = trained
     output = tmp_path / "scored.csv"

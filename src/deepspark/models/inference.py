@@ -14,10 +14,10 @@ from deepspark.data.image_inputs import (
     image_sources,
 )
 from deepspark.data.schema import FeatureSchema, ImageSpec, label_type
+from deepspark.models.kinds import ERROR_COLUMN, probability_column
 from deepspark.runtime import DEFAULT_BATCH_ROWS
 
-#: An image model's output column naming why a row's image could not be scored.
-ERROR_COLUMN = "error"
+__all__ = ["ERROR_COLUMN", "format_predictions", "predict_arrays", "probability_column"]
 
 
 def class_probabilities(output: np.ndarray, task: str) -> np.ndarray:
@@ -67,11 +67,6 @@ def image_spec_of(inputs) -> ImageSpec | None:
 
 def _no_images(spec: ImageSpec) -> np.ndarray:
     return np.zeros((0, spec.height, spec.width, spec.channels), dtype=np.uint8)
-
-
-def probability_column(label) -> str:
-    """Name of the probability column of one class."""
-    return f"probability_{label}"
 
 
 def format_predictions(output: np.ndarray, schema: FeatureSchema, index=None) -> pd.DataFrame:

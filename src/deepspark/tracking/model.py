@@ -73,6 +73,13 @@ class DeepsparkModel:
         """``tabular`` (raw columns in) or ``image`` (image bytes or paths in)."""
         return self.schema.kind
 
+    @property
+    def model_kind(self):
+        """The ``models.kinds.ModelKind`` that owns this model's inputs and outputs."""
+        from deepspark.models.kinds import kind_of
+
+        return kind_of(self.schema)
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Predictions for raw rows: ``prediction`` (+ ``probability_<label>`` per class; an
         image model adds ``error``: why a row's image could not be scored, else ``None``).
@@ -81,11 +88,7 @@ class DeepsparkModel:
             UserInputError: Missing columns (named) or text in a numeric column; for an image
                 model, no column of images.
         """
-        from deepspark.models.inference import format_predictions, predict_images
-
-        if self.schema.image is not None:
-            return predict_images(self.keras_model, self.schema, frame)
-        return format_predictions(self.predict_output(frame), self.schema, index=frame.index)
+        return self.model_kind.predict(self.keras_model, self.schema, frame)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.keras`` and ``deepspark.json`` into ``directory``."""

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -155,7 +154,7 @@ def _open_data(data: Any, model: DeepsparkModel, budget: int):
     if not isinstance(data, str | os.PathLike):
         return resolve_source(data)  # a Spark DataFrame, or a type it names as unsupported
     if is_image_folder(data):
-        if model.kind != "image":
+        if not model.model_kind.reads_images:
             raise UserInputError(
                 "This model takes tables, not images; give a CSV / Parquet / JSON-lines file, "
                 f"or an image model. Received: data={str(data)!r}"
@@ -227,10 +226,7 @@ def _score_stream(model: DeepsparkModel, source, target: OutputTarget, *, budget
 def _check_columns(model: DeepsparkModel, source) -> None:
     """Missing model columns, named, before anything is read (image models look for their
     image column in the first batch)."""
-    from deepspark.data.schema import require_columns
-
-    if model.kind == "tabular":
-        require_columns(pd.DataFrame(columns=source.schema.names), model.schema)
+    model.model_kind.check_columns(model.schema, source.schema.names)
 
 
 def _batch_rows(source, budget: int) -> int:
@@ -240,30 +236,23 @@ def _batch_rows(source, budget: int) -> int:
 
 
 def _output_schema(model: DeepsparkModel, input_schema: pa.Schema) -> pa.Schema:
-    """The input columns (but those a prediction column replaces), then the predictions, typed
-    as ``model.predict`` types them (a classifier's labels keep their type)."""
-    from deepspark.data.schema import label_type
-    from deepspark.models.inference import ERROR_COLUMN, probability_column
-
-    schema = model.schema
-    if schema.task == "regression" and model.kind != "image":
-        predicted = [pa.field("prediction", pa.float64())]
-    else:
-        label = _LABEL_TYPES[label_type(schema.class_labels)]
-        predicted = [pa.field("prediction", label)]
-        predicted += [pa.field(probability_column(x), pa.float64()) for x in schema.class_labels]
-    if model.kind == "image":
-        predicted.append(pa.field(ERROR_COLUMN, pa.string()))
+    """The input columns (but those a prediction column replaces), then the model kind's
+    output columns, typed as ``model.predict`` types them (a classifier's labels keep theirs)."""
+    predicted = [
+        pa.field(column.name, _ARROW_TYPES[column.type])
+        for column in model.model_kind.output_columns(model.schema)
+    ]
     names = {field.name for field in predicted}
     kept = [field for field in input_schema if field.name not in names]
     return pa.schema(kept + predicted)
 
 
-_LABEL_TYPES = {
+_ARROW_TYPES = {
     "boolean": pa.bool_(),
     "long": pa.int64(),
     "double": pa.float64(),
     "string": pa.string(),
+    "binary": pa.binary(),
 }
 
 
@@ -295,20 +284,13 @@ def _score_batch(model, batch: pa.RecordBatch, schema: pa.Schema, tally: _BadRow
 
 
 def _text_in_numeric(model, frame: pd.DataFrame, tally: _BadRows, *, start: int):
-    """Rows of ``frame`` whose model numeric columns hold text (``None`` when there are none),
-    counted and remembered in ``tally``."""
-    if model.kind != "tabular":
+    """Rows of ``frame`` the model's kind cannot score (text in a numeric column; ``None``
+    when there are none), counted and remembered in ``tally``."""
+    bad = model.model_kind.bad_rows(
+        model.schema, frame, start=start, most=_BAD_EXAMPLES - len(tally.examples)
+    )
+    if bad is None:
         return None
-    bad = np.zeros(len(frame), dtype=bool)
-    for name in model.schema.numeric_names:
-        column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
-            continue
-        text = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
-        for position in np.flatnonzero(text & ~bad)[: _BAD_EXAMPLES - len(tally.examples)]:
-            tally.examples.append(f"row {start + position}: {name}={column.iloc[position]!r}")
-        bad |= text
-    if not bad.any():
-        return None
-    tally.count += int(bad.sum())
-    return bad
+    tally.count += bad.count
+    tally.examples.extend(bad.examples)
+    return bad.mask

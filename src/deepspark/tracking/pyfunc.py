@@ -9,9 +9,6 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from deepspark.data.image_inputs import IMAGE_COLUMN, PATH_COLUMN
-from deepspark.data.schema import label_type
-from deepspark.models.inference import ERROR_COLUMN, probability_column
 from deepspark.tracking.model import DeepsparkModel
 
 ARTIFACT_KEY = "deepspark"
@@ -34,30 +31,20 @@ class DeepsparkPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def model_signature(model: DeepsparkModel):
-    """Column signature: one ColSpec per raw feature in, prediction column(s) out. An image
-    model takes ``image`` (encoded bytes) or ``path`` (files), and also returns ``error``."""
+    """Column signature from the model's kind: one ColSpec per raw input column (an image
+    model: ``image`` bytes or ``path``), the prediction column(s) out (an image model's
+    ``error`` too)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    schema = model.schema
-    if schema.image is not None:
-        names = dict.fromkeys([IMAGE_COLUMN, PATH_COLUMN, *schema.feature_names])
-        inputs = [
-            ColSpec("string" if name == PATH_COLUMN else "binary", name, required=False)
-            for name in names
-        ]
-    else:
-        inputs = [
-            ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=True)
-            for spec in schema.features
-        ]
-    outputs = [
-        ColSpec(label_type(schema.class_labels), "prediction", required=schema.image is None)
-    ]
-    outputs += [ColSpec("double", probability_column(label)) for label in schema.class_labels]
-    if schema.image is not None:
-        outputs.append(ColSpec("string", ERROR_COLUMN, required=False))
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    kind, schema = model.model_kind, model.schema
+
+    def specs(columns):
+        return Schema([ColSpec(c.type, c.name, required=c.required) for c in columns])
+
+    return ModelSignature(
+        inputs=specs(kind.input_columns(schema)), outputs=specs(kind.output_columns(schema))
+    )
 
 
 def _framework_requirements(versions: dict[str, str]) -> list[str]:
@@ -85,9 +72,8 @@ def log_pyfunc_model(
         "pyarrow",
         "scikit-learn",
         f"mlflow=={versions['mlflow']}",
+        *model.model_kind.requirements,
     ]
-    if model.kind == "image":
-        requirements.append("pillow")
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         # Image models log no example (it would be local paths or raw bytes); say so once here
         # instead of MLflow's warning.

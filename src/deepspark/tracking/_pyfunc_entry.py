@@ -1,8 +1,21 @@
 """MLflow "models from code" entry: MLflow runs this file to build the pyfunc model, so no
-pickled Python object is stored with the model."""
+pickled Python object is stored with the model.
+
+An installed deepspark wins; in an environment MLflow built from the artifact alone
+(``mlflow models serve --env-manager virtualenv|uv``, ``mlflow models build-docker``), the copy
+of deepspark logged with the model (its ``code/`` folder, see ``tracking.pyfunc``) is used.
+"""
+
+import sys
+from pathlib import Path
 
 import mlflow
 
-from deepspark.tracking.pyfunc import DeepsparkPyfunc
+try:
+    import deepspark  # noqa: F401
+except ImportError:
+    sys.path.append(str(Path(__file__).with_name("code") / "deepspark_bundle"))
+
+from deepspark.tracking.pyfunc import DeepsparkPyfunc  # noqa: E402
 
 mlflow.models.set_model(DeepsparkPyfunc())

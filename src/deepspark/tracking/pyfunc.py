@@ -47,6 +47,11 @@ def model_signature(model: DeepsparkModel):
     )
 
 
+BUNDLE_DIR = "deepspark_bundle"  # the model's code/ folder holds deepspark under this name
+# What loading and scoring a deepspark model imports, besides the Keras backend's framework.
+_SCORING_PACKAGES = ("numpy", "pandas", "pyarrow", "rich")
+
+
 def _framework_requirements(versions: dict[str, str]) -> list[str]:
     """The framework of the backend that trained the model (the artifact loads on either)."""
     if versions["keras_backend"] == "torch":
@@ -54,26 +59,54 @@ def _framework_requirements(versions: dict[str, str]) -> list[str]:
     return [f"jax=={versions['jax']}", f"jaxlib=={versions['jaxlib']}"]
 
 
+def model_requirements(model: DeepsparkModel) -> list[str]:
+    """Pinned requirements of an environment that loads and scores ``model`` with no
+    deepspark installed (the artifact carries deepspark's own code)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from deepspark.tracking.model import library_versions
+
+    versions = library_versions()
+    pinned = []
+    for package in (*_SCORING_PACKAGES, *model.model_kind.requirements):
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return [
+        f"keras=={versions['keras']}",
+        *_framework_requirements(versions),
+        f"mlflow=={versions['mlflow']}",
+        *pinned,
+    ]
+
+
+def _bundled_code(scratch: Path) -> Path:
+    """A copy of the deepspark package (no caches) under ``BUNDLE_DIR``, for ``code_paths``:
+    MLflow puts it on ``sys.path`` as ``code/``, where ``deepspark`` itself does not shadow an
+    installed deepspark (the entry file appends the bundle only when none is installed)."""
+    import shutil
+
+    import deepspark
+
+    bundle = scratch / BUNDLE_DIR
+    shutil.copytree(
+        Path(deepspark.__file__).parent,
+        bundle / "deepspark",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    return bundle
+
+
 def log_pyfunc_model(
     model: DeepsparkModel, input_example: pd.DataFrame | None, *, name: str = "model"
 ):
-    """Log ``model`` to the active MLflow run as a pyfunc model.
+    """Log ``model`` to the active MLflow run as a pyfunc model that serves anywhere: it
+    carries deepspark's code and pinned requirements, so MLflow can build its environment.
 
     Returns:
         MLflow's ``ModelInfo`` (``model_uri`` loads it anywhere).
     """
-    from deepspark.tracking.model import library_versions
-
-    versions = library_versions()
-    requirements = [
-        f"keras=={versions['keras']}",
-        *_framework_requirements(versions),
-        "pandas",
-        "pyarrow",
-        "scikit-learn",
-        f"mlflow=={versions['mlflow']}",
-        *model.model_kind.requirements,
-    ]
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         # Image models log no example (it would be local paths or raw bytes); say so once here
         # instead of MLflow's warning.
@@ -85,5 +118,6 @@ def log_pyfunc_model(
             artifacts={ARTIFACT_KEY: str(model_dir)},
             signature=model_signature(model),
             input_example=input_example,
-            pip_requirements=requirements,
+            pip_requirements=model_requirements(model),
+            code_paths=[str(_bundled_code(Path(scratch)))],
         )

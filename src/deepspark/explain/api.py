@@ -167,7 +167,7 @@ def _check_data_kind(model, data) -> None:
     column is looked for)."""
     from deepspark.explain.images.sources import is_image_source
 
-    if model.kind == TABULAR and is_image_source(data):
+    if not model.model_kind.reads_images and is_image_source(data):
         names = ", ".join(model.feature_names[:8])
         raise UserInputError(
             f"This model takes tables (columns {names}), and images were given; explain it on "

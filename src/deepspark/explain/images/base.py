@@ -79,7 +79,7 @@ class ImageExplainer(Explainer):
         self._cache: dict[str, Any] = {}
 
     def validate(self) -> None:
-        if self.model.kind != IMAGE:
+        if not self.model.model_kind.reads_images:
             raise UserInputError(
                 f"Method {self.method!r} explains image models and this model takes tables; "
                 "use gradient, kernel, permutation or lime. Received: model kind "

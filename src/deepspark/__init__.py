@@ -36,10 +36,12 @@ __all__ = [
     "featurize",
     "find_learning_rate",
     "fine_tune",
+    "list_models",
     "list_runs",
     "load_model",
     "log_pretrained",
     "predict",
+    "register_model",
     "train",
     "tune",
     "visualize",
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from deepspark.explain.api import explain
     from deepspark.tracking.model import load_model
     from deepspark.tracking.predict import predict
+    from deepspark.tracking.registry import list_models, register_model
     from deepspark.tracking.runs import list_runs
     from deepspark.workflows.classify import classify
     from deepspark.workflows.featurize import featurize
@@ -67,6 +70,8 @@ _LAZY = {
     "load_model": "deepspark.tracking.model",
     "predict": "deepspark.tracking.predict",
     "list_runs": "deepspark.tracking.runs",
+    "register_model": "deepspark.tracking.registry",
+    "list_models": "deepspark.tracking.registry",
     "explain": "deepspark.explain",
     "visualize": "deepspark.workflows.visualize",
     "fine_tune": "deepspark.workflows.fine_tune",

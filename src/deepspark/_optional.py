@@ -15,6 +15,7 @@ _EXTRAS = {
     "horovod": "horovod",
     "optuna": "tune",
     "deltalake": "delta",
+    "tensorboardX": "tensorboard",
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +26,12 @@ ON_BAD_IMAGE = ("skip", "fail")
 CLASS_WEIGHTS = ("balanced",)
 NUMERIC_EMBEDDINGS = ("periodic", "none")
 LR_SCHEDULES = ("plateau", "cosine", "constant")
+# deepspark's rule for registered model names: what MLflow accepts, less what breaks a
+# ``models:/NAME@alias`` or ``models:/NAME/3`` URI ('/', ':', '@', spaces).
+REGISTERED_NAME_PATTERN = re.compile(r"^\w[\w.\-]{0,255}$")
+# MLflow's alias rule; ``latest`` and ``v<digits>`` are reserved (version references).
+ALIAS_PATTERN = re.compile(r"^[\w\-]{1,255}$")
+RESERVED_ALIAS_PATTERN = re.compile(r"^(latest|[vV]\d+)$", re.IGNORECASE)
 
 
 def _invalid(name: str, problem: str, value: Any) -> UserInputError:
@@ -115,6 +122,13 @@ class TrainConfig:
             ``reduce_lr``), ``cosine`` (cosine decay to 0 over the ``epochs`` budget; set
             ``patience`` to ``epochs`` to train the whole budget and keep the best epoch) or
             ``constant``.
+        register: After a successful run, register the logged model as a new version of this
+            registered model (MLflow model registry); ``None``: no registration.
+        aliases: Aliases to point at that new version (``champion``...; MLflow 3 aliases, not
+            the deprecated stages); needs ``register``.
+        tensorboard: A folder for TensorBoard event files (scalars per epoch: every ``train_*``
+            and ``val_*`` metric and the learning rate), also logged to the run under
+            ``tensorboard/``; ``None``: none written.
     """
 
     data: str
@@ -164,6 +178,9 @@ class TrainConfig:
     numeric_embedding: str = "periodic"
     weight_decay: float | None = None
     lr_schedule: str = "plateau"
+    register: str | None = None
+    aliases: tuple[str, ...] = ()
+    tensorboard: str | None = None
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -265,6 +282,7 @@ def validate_config(config: TrainConfig) -> None:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
     _validate_distributed(config)
     _validate_images(config)
+    _validate_registration(config)
     _check_fraction("val_fraction", config.val_fraction, allow_zero=False)
     _check_fraction("test_fraction", config.test_fraction, allow_zero=True)
     if config.val_fraction + config.test_fraction >= 0.95:
@@ -293,6 +311,47 @@ def _validate_tabular_net(config: TrainConfig) -> None:
         isinstance(decay, int | float) and math.isfinite(decay) and decay >= 0
     ):
         raise _invalid("weight_decay", "must be 0 or a positive number such as 0.01", decay)
+
+
+def check_registered_name(name: Any, *, option: str = "register") -> str:
+    """``name`` if it is a valid registered model name, else ``UserInputError``."""
+    if not isinstance(name, str) or not REGISTERED_NAME_PATTERN.match(name):
+        raise _invalid(
+            option,
+            "a registered model name is letters, digits, '_', '-' and '.' (no '/', ':', '@' or "
+            "spaces), starting with a letter, digit or '_', such as houses or houses_v2",
+            name,
+        )
+    return name
+
+
+def check_alias(alias: Any, *, option: str = "alias") -> str:
+    """``alias`` if it is a valid, unreserved registered model alias, else ``UserInputError``."""
+    if not isinstance(alias, str) or not ALIAS_PATTERN.match(alias):
+        raise _invalid(option, "an alias is letters, digits, '_' and '-', such as champion", alias)
+    if RESERVED_ALIAS_PATTERN.match(alias):
+        raise _invalid(
+            option,
+            "'latest' and v<number> are reserved (they name versions); choose another alias "
+            "such as champion",
+            alias,
+        )
+    return alias
+
+
+def _validate_registration(config: TrainConfig) -> None:
+    if config.register is not None:
+        check_registered_name(config.register)
+    for alias in config.aliases:
+        check_alias(alias, option="aliases")
+    if config.aliases and config.register is None:
+        raise _invalid(
+            "aliases",
+            "aliases name versions of a registered model; add --register NAME",
+            ",".join(config.aliases),
+        )
+    if config.tensorboard is not None and not str(config.tensorboard).strip():
+        raise _invalid("tensorboard", "give a folder for the event files", config.tensorboard)
 
 
 def _validate_images(config: TrainConfig) -> None:
@@ -407,11 +466,19 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
         return parse_options(value)
     if field.name == "weights" and isinstance(value, str) and value.lower() == "none":
         return None
+    if field.name == "aliases":
+        return parse_aliases(value)
     if field.name == "exclude":
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
     return value
+
+
+def parse_aliases(value: Any) -> tuple[str, ...]:
+    """Aliases from ``"a,b"``, ``["a", "b"]`` or ``["a,b", "c"]`` (a repeated CLI option)."""
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(part.strip() for item in items for part in str(item).split(",") if part.strip())
 
 
 def _layers(value: Any) -> int | str:

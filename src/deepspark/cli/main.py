@@ -20,6 +20,8 @@ from deepspark.cli.output import (
 from deepspark.cli.pretrained import classify as classify_command
 from deepspark.cli.pretrained import featurize as featurize_command
 from deepspark.cli.pretrained import log_pretrained as log_pretrained_command
+from deepspark.cli.registry import models_command, register_command
+from deepspark.cli.serve import serve_command
 from deepspark.cli.tune import tune as tune_command
 from deepspark.cli.visualize import visualize as visualize_command
 
@@ -134,6 +136,14 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--numeric-embedding", help="tabular_net: periodic (default) or none.")
 @click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
 @click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")
+@click.option("--register", help="Register the logged model as a new version of this name.")
+@click.option(
+    "--alias",
+    "aliases",
+    multiple=True,
+    help="With --register: alias for the new version, e.g. champion (repeatable or a,b).",
+)
+@click.option("--tensorboard", help="Folder for TensorBoard event files (also logged to the run).")
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -165,6 +175,10 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
     click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
     for name, value in result.metrics.items():
         click.echo(f"{name:<18}{format_metric(value)}")
+    if result.registered:
+        registered = result.registered
+        aliases = f" ({', '.join(registered['aliases'])})" if registered["aliases"] else ""
+        click.echo(f"registered: {registered['model_uri']}{aliases}")
 
 
 @cli.command()
@@ -336,6 +350,9 @@ cli.add_command(classify_command)
 cli.add_command(featurize_command)
 cli.add_command(log_pretrained_command)
 cli.add_command(tune_command)
+cli.add_command(serve_command)
+cli.add_command(register_command)
+cli.add_command(models_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,6 +54,10 @@ from deepspark.cli.output import emit_json, format_metric, stdout_to_stderr
 @click.option("--experiment", help="MLflow experiment (default: deepspark).")
 @click.option("--run-name", help="Parent MLflow run name (default: tune).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: MLflow's own default).")
+@click.option(
+    "--tensorboard",
+    help="Folder for TensorBoard event files: one subfolder per trial (trial-000...) and best.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def tune(space_entries, fixed_entries, model_name, as_json, **options) -> None:
     """Search hyperparameters (Optuna: TPE, median pruning on per-epoch validation metrics),

@@ -153,8 +153,9 @@ def resolve_model_dir(model_uri: str) -> Path:
     except (MlflowException, OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         raise ModelNotFoundError(
-            f"Model not found ({first_line}); check the URI (models:/<id>, runs:/<run_id>/model "
-            f"or a local folder) and --tracking-uri. Received: model={model_uri!r}"
+            f"Model not found ({first_line}); check the URI (models:/<id>, runs:/<run_id>/model, "
+            f"models:/NAME@alias, models:/NAME/<version> (`deepspark models` lists them) or a "
+            f"local folder) and --tracking-uri. Received: model={model_uri!r}"
         ) from error
     return _find_model_dir(downloaded, model_uri)
 

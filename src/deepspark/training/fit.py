@@ -230,8 +230,9 @@ def default_callbacks(
         writer: ``False`` for distributed ranks other than 0: leaves out the callbacks that
             write checkpoints, MLflow metrics or progress lines, and does not read the best
             weights (they come from rank 0).
-        log_metrics: With ``writer``, log each epoch's metrics to MLflow (a distributed rank 0
-            does not: the driver relays its checkpointed epochs).
+        log_metrics: With ``writer``, log each epoch's metrics to MLflow, and with
+            ``config.tensorboard`` to TensorBoard event files (a distributed rank 0 does
+            neither: the driver relays its checkpointed epochs, and writes the event files).
         run_id: The MLflow run to log to; default the active run.
         extras: Facts saved with every checkpoint state (a transfer run's phase).
 
@@ -260,10 +261,24 @@ def default_callbacks(
         writers = [
             ds_callbacks.EpochCheckpoint(store, nan_guard, stateful, history, extras),
             *([ds_callbacks.MlflowEpochLogger(nan_guard, run_id=run_id)] if log_metrics else []),
+            *_tensorboard_callbacks(config, nan_guard, run_id, log_metrics=log_metrics),
             ds_callbacks.EpochProgress(config.epochs),
         ]
     callbacks = [nan_guard, ds_callbacks.InterruptCheck(), *stateful.values(), *writers]
     return FitCallbacks(callbacks, nan_guard, early_stopping, history, writers)
+
+
+def _tensorboard_callbacks(config: TrainConfig, nan_guard, run_id, *, log_metrics: bool) -> list:
+    """The TensorBoard writer when ``config.tensorboard`` asks for one (where MLflow metrics are
+    logged: in the driver's process, never on a distributed rank that may not see the folder)."""
+    if not (config.tensorboard and log_metrics):
+        return []
+    import mlflow
+
+    from deepspark.training.tensorboard import TensorBoardLogger
+
+    run_id = run_id or mlflow.active_run().info.run_id
+    return [TensorBoardLogger(config.tensorboard, run_id=run_id, nan_guard=nan_guard)]
 
 
 def run_fit(

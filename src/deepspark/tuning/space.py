@@ -78,6 +78,9 @@ DERIVED_KEYS = ("layers", "width")
 # where the run goes, and how one trial trains (one process).
 NOT_SEARCHABLE = (
     "data",
+    "register",
+    "aliases",
+    "tensorboard",
     "target",
     "task",
     "exclude",

@@ -44,7 +44,8 @@ def fine_tune(
         lr_find_steps: Batches of that range test.
         tracking_uri: MLflow tracking URI.
         **settings: Any other ``train`` setting (``image_size``, ``augment``,
-            ``class_weight``, ``base_options``, ``batch_size``...).
+            ``class_weight``, ``base_options``, ``batch_size``, ``tensorboard`` for event
+            files of both phases, ``register`` / ``aliases``...).
 
     Returns:
         ``train``'s ``TrainResult`` (the suggested rate is the run's ``lr`` param).

@@ -42,6 +42,8 @@ class TrainResult:
         launcher: How distributed workers were started (``None``: not distributed).
         restarts: Times a distributed job started again after a worker died.
         bad_images: Image files left out of training (corrupt, truncated, not images).
+        registered: With ``register``: the new registered version (``name``, ``version``,
+            ``aliases``, ``model_uri`` as ``models:/NAME/<version>``...); else ``None``.
     """
 
     run_id: str
@@ -60,6 +62,7 @@ class TrainResult:
     launcher: str | None = None
     restarts: int = 0
     bad_images: int = 0
+    registered: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,7 +94,9 @@ def train(
             the encoded features to the last hidden layer (deepspark adds preprocessing and
             the task head). See ``deepspark.models.builders``.
         **settings: Any ``TrainConfig`` field (``hidden=(64, 32)``, ``lr=1e-3``, ``epochs=50``...),
-            validated like the CLI options.
+            validated like the CLI options; ``register="houses"`` with ``aliases=["champion"]``
+            registers the logged model after a successful run, ``tensorboard="logs"`` writes
+            TensorBoard event files.
 
     Returns:
         A ``TrainResult`` with ``run_id``, ``model_uri`` and ``metrics``.
@@ -113,6 +118,7 @@ def train(
         config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
     check_base(model, config)
+    _check_outputs(config)
     use_backend(config.keras_backend)
     if config.base:
         from deepspark.models.applications import check_weights, find_application
@@ -129,6 +135,14 @@ def train(
         check_cluster_store(config)
     prepared = prepare_data(config, model=model, data=frame)
     return _run(dataclasses.replace(prepared, builder=model), resume_run=None)
+
+
+def _check_outputs(config: TrainConfig) -> None:
+    """Before any work: what ``--tensorboard`` needs is installed."""
+    if config.tensorboard:
+        from deepspark.training.tensorboard import import_tensorboardx
+
+        import_tensorboardx()
 
 
 # What ``config.data`` holds when the data was a DataFrame (``describe_frame``).
@@ -162,7 +176,9 @@ def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
     stored = dict(info["config"])
     if tracking_uri:
         stored["tracking_uri"] = tracking_uri
-    prepared = prepare_data(TrainConfig.from_dict(stored))
+    config = TrainConfig.from_dict(stored)
+    _check_outputs(config)
+    prepared = prepare_data(config)
     if prepared.fingerprint != info["fingerprint"]:
         raise UserInputError(
             f"The data changed since run {run_id} started ({stored['data']}); "
@@ -196,7 +212,35 @@ def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
             result = _finish(prepared, outcome, run_id, started)
     store.remove()
     result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
+    if config.register:
+        result = _register(result, config)
     return result
+
+
+def _register(result: TrainResult, config: TrainConfig) -> TrainResult:
+    """Register the finished run's model (``config.register``, ``config.aliases``)."""
+    import mlflow
+
+    from deepspark.errors import DeepsparkError
+    from deepspark.tracking.registry import REGISTERED_TAG, register_model
+
+    try:
+        version = register_model(result.model_uri, config.register, aliases=config.aliases)
+    except DeepsparkError as error:
+        raise UserInputError(
+            f"Run {result.run_id} finished and logged {result.model_uri}, but registering it "
+            f"failed: {error} Register it with: deepspark register --model {result.model_uri} "
+            f"--name {config.register}"
+        ) from error
+    mlflow.MlflowClient().set_tag(
+        result.run_id, REGISTERED_TAG, f"{version.name}/{version.version}"
+    )
+    logger.info(
+        "registered %s%s",
+        version.model_uri,
+        f" ({', '.join(version.aliases)})" if version.aliases else "",
+    )
+    return dataclasses.replace(result, registered=version.to_dict())
 
 
 def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
@@ -289,6 +333,16 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
     return outcome
 
 
+def _finish_tensorboard(log_dir: str, outcome, run_id: str) -> None:
+    """Log the run's event files under ``tensorboard/``. A distributed run's ranks wrote none
+    (rank 0 may not see the folder): the driver writes them here from rank 0's history."""
+    from deepspark.training.tensorboard import log_event_files, write_event_files
+
+    if outcome.world_size > 1 or outcome.launcher is not None:
+        write_event_files(log_dir, run_id, outcome.history)
+    log_event_files(log_dir, run_id)
+
+
 def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> TrainResult:
     import mlflow
 
@@ -332,6 +386,8 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
     mlflow.log_metrics(
         {"epochs_completed": outcome.epochs_completed, "best_epoch": outcome.best_epoch + 1}
     )
+    if prepared.config.tensorboard:
+        _finish_tensorboard(prepared.config.tensorboard, outcome, run_id)
     return TrainResult(
         run_id=run_id,
         model_uri=model_info.model_uri,

@@ -131,6 +131,8 @@ def tune(
         config_file: TOML file with fixed settings, as for ``train``.
         **settings: Fixed ``TrainConfig`` settings (``epochs=50``, ``batch_size=128``...); a
             searched setting given here (or in ``config_file``) is fixed and leaves the space.
+            ``tensorboard=DIR`` writes each trial's curves to ``DIR/trial-NNN`` and the
+            retrained best's to ``DIR/best`` (TensorBoard event files).
 
     Returns:
         A ``TuneResult``: the parent ``run_id``, ``model_uri`` of the retrained best,
@@ -169,6 +171,10 @@ def tune(
     config = make_config({"data": data, "target": target, **settings}, config_file=config_file)
     check_model(model)
     _check_single_process(config)
+    if config.tensorboard:
+        from deepspark.training.tensorboard import import_tensorboardx
+
+        import_tensorboardx()
     use_backend(config.keras_backend)
     fixed = {name for name, value in settings.items() if value is not None}
     _check_fixed_and_searched(fixed, space)
@@ -356,6 +362,8 @@ def _finish(search, plan: dict[str, Any], started: float) -> TuneResult:
     if best is None:
         raise no_trial_error(search.study)
     best_settings = log_search_report(search, best)
+    if search.base.tensorboard:
+        _write_trial_events(search, search.base.tensorboard)
     trained = _retrain_best(search, best_settings, model=plan["model"], frame=plan.get("frame"))
     counts = studies.count_states(search.study)
     return TuneResult(
@@ -379,6 +387,28 @@ def _finish(search, plan: dict[str, Any], started: float) -> TuneResult:
     )
 
 
+def _write_trial_events(search, log_dir: str) -> None:
+    """Every trial's curves as TensorBoard event files in ``log_dir/trial-NNN`` (also logged to
+    its child run under ``tensorboard/``), written here from the metrics the child run holds:
+    a trial may have trained in a Spark task, whose host need not see ``log_dir``."""
+    from deepspark.training.tensorboard import (
+        log_event_files,
+        mlflow_history,
+        run_files,
+        write_event_files,
+    )
+
+    for trial in search.study.trials:
+        run_id = trial.user_attrs.get(studies.RUN_ATTR)
+        folder = Path(log_dir, f"trial-{trial.number:03d}")
+        if not run_id or run_files(folder, run_id):  # a resumed search wrote it before
+            continue
+        history = mlflow_history(run_id)
+        if history:
+            write_event_files(folder, run_id, history)
+            log_event_files(folder, run_id)
+
+
 def _retrain_best(search, best_settings: dict[str, Any], *, model: Any, frame: Any = None):
     """Train the best configuration again as the child run ``best`` (``train``: the same split
     and seed as the trials; the test split scored once), and put its metrics on the parent.
@@ -390,6 +420,8 @@ def _retrain_best(search, best_settings: dict[str, Any], *, model: Any, frame: A
     from deepspark.workflows.train import MODEL_URI_TAG, train
 
     config = dataclasses.replace(trial_config(search.base, best_settings), run_name="best")
+    if config.tensorboard:
+        config = dataclasses.replace(config, tensorboard=str(Path(config.tensorboard, "best")))
     logger.info("retraining the best configuration; the test split is scored once")
     trained = train(frame, config=config, model=model)
     client = mlflow.MlflowClient()

@@ -1,0 +1,178 @@
+"""A request's rows checked against the model's input signature, as NumPy columns.
+
+Each request is conformed on its own before it joins a batch (so one bad request fails alone),
+without pandas: per request, building a DataFrame costs more than the model call a batch
+shares. The batcher concatenates the columns of many requests and builds one frame per batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from deepspark.data.image_inputs import PATH_COLUMN
+from deepspark.serving.protocol import RequestError
+
+NUMERIC_TYPES = ("double", "float", "long", "integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputColumn:
+    """One column of the model's input signature: its name, MLflow type and whether required."""
+
+    name: str
+    type: str
+    required: bool
+
+
+def input_columns(signature) -> tuple[InputColumn, ...]:
+    """The input columns of an MLflow ``ModelSignature`` (a column-based schema)."""
+    return tuple(
+        InputColumn(str(spec.name), spec.type.name, bool(spec.required))
+        for spec in signature.inputs.inputs
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """Conformed rows of one request: the model's columns present in it, typed.
+
+    Attributes:
+        columns: ``name -> 1-D array`` (float64 for numbers, object for text and bytes).
+        count: Number of rows.
+    """
+
+    columns: dict[str, np.ndarray]
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns, copy=False)
+
+    @classmethod
+    def concat(cls, parts: Sequence[Rows]) -> Rows:
+        """One ``Rows`` of ``parts`` in order (all with the same columns)."""
+        if len(parts) == 1:
+            return parts[0]
+        columns = {
+            name: np.concatenate([part.columns[name] for part in parts]) for name in parts[0].names
+        }
+        return cls(columns, sum(part.count for part in parts))
+
+
+Table = Mapping[str, Sequence[Any]]
+
+
+def conform(table: Table, columns: tuple[InputColumn, ...], *, allow_paths: bool) -> Rows:
+    """The model's columns of ``table`` (column name -> values), typed as its signature says.
+
+    Raises:
+        RequestError: Columns of different lengths, a missing required column, no input column
+            at all, text in a numeric column, a binary value that is not base64, or a file path
+            the server refuses.
+    """
+    names = [str(name) for name in table.keys()]
+    lengths = {len(values) for values in table.values()}
+    if len(lengths) > 1:
+        raise RequestError(f"Columns must have one value per row. Received: lengths={lengths}")
+    count = lengths.pop() if lengths else 0
+    if count == 0:
+        return Rows({}, 0)
+    by_name = {str(name): values for name, values in table.items()}
+    present = [column for column in columns if column.name in by_name]
+    missing = [column.name for column in columns if column.required and column not in present]
+    if missing or not present:
+        wanted = [column.name for column in columns if column.required or not missing]
+        raise RequestError(
+            f"Missing input column(s) {', '.join(missing) or ' or '.join(wanted)}; the model "
+            f"reads {', '.join(c.name for c in columns)}. Received: columns={names}"
+        )
+    typed = {column.name: _typed(by_name[column.name], column, allow_paths) for column in present}
+    return Rows(typed, count)
+
+
+def _typed(values: Sequence[Any], column: InputColumn, allow_paths: bool) -> np.ndarray:
+    if column.type in NUMERIC_TYPES:
+        return _numeric(values, column.name)
+    objects = _objects(values)
+    if column.type == "binary":
+        return _binary(objects, column.name)
+    given = [value for value in objects if not _missing(value)]
+    if column.name == PATH_COLUMN and given and not allow_paths:
+        raise RequestError(
+            f"Column '{PATH_COLUMN}' names files on the server, which it reads only when "
+            "started with --allow-paths; send the image bytes as base64 in 'image' instead. "
+            f"Received: {PATH_COLUMN}={given[0]!r}"[:300]
+        )
+    return objects
+
+
+def _numeric(values: Sequence[Any], name: str) -> np.ndarray:
+    if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    try:
+        parsed = np.asarray(values, dtype=np.float64)
+        if parsed.ndim == 1:
+            return parsed
+    except (ValueError, TypeError):
+        pass
+    for row, value in enumerate(values):
+        if not _missing(value):
+            try:
+                float(value)
+                if isinstance(value, str | int | float | bool | np.number):
+                    continue
+            except (ValueError, TypeError):
+                pass
+            raise RequestError(
+                f"Column '{name}' must hold numbers (or null); row {row} has {value!r}. "
+                f"Received: {name}={value!r}"[:300]
+            )
+    raise RequestError(f"Column '{name}' must hold numbers (or null). Received: {name}=<values>")
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray:
+    objects = np.empty(len(values), dtype=object)
+    for row, value in enumerate(values):
+        objects[row] = None if _missing(value) else value
+    return objects
+
+
+def _binary(objects: np.ndarray, name: str) -> np.ndarray:
+    for row, value in enumerate(objects):
+        if value is None or isinstance(value, bytes):
+            continue
+        if isinstance(value, bytearray | memoryview):
+            objects[row] = bytes(value)
+            continue
+        objects[row] = _base64(value, row, name)
+    return objects
+
+
+def _base64(value: Any, row: int, name: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise RequestError(
+        f"Column '{name}' row {row} is not base64-encoded bytes; send the file's bytes "
+        f"base64-encoded. Received: {name}={str(value)[:40]!r}"
+    )
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA

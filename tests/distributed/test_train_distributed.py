@@ -2,7 +2,8 @@
 the default backend (JAX).
 
 A worker killed mid-run makes the launcher restart the job from rank 0's last checkpoint, in the
-same MLflow run, losing no completed epoch; the JSON says how it ran. Warmup runs too (on JAX the
+same MLflow run, losing no completed epoch; the JSON says how it ran; the driver writes the
+TensorBoard files and registers the model. Warmup runs too (on JAX the
 rate changes mid-epoch, outside Keras' compiled step)."""
 
 import json
@@ -15,8 +16,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
+import deepspark
 from tests.conftest import make_table
 from tests.integration.test_resume import wait_for_epoch
+from tests.training.test_tensorboard import assert_logged_to_run, assert_same_curves
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -50,7 +53,7 @@ def test_killed_worker_restarts_from_last_checkpoint(workdir):
     command = [sys.executable, "-m", "deepspark", "train", "--data", str(data), "--target", "y"]
     command += ["--hidden", "32,32", "--epochs", str(EPOCHS), "--batch-size", "16"]
     command += ["--patience", "100", "--no-reduce-lr", "--workers", "2", "--warmup-epochs", "2"]
-    command += ["--json"]
+    command += ["--tensorboard", "tb", "--register", "houses", "--alias", "champion", "--json"]
     process = subprocess.Popen(
         command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -73,6 +76,11 @@ def test_killed_worker_restarts_from_last_checkpoint(workdir):
         steps = sorted(metric.step for metric in client.get_metric_history(run_id, name))
         assert steps == list(range(EPOCHS)), name  # every epoch exactly once, none lost
     assert len(mlflow.search_runs(experiment_names=["deepspark"])) == 1
+    # The driver writes the TensorBoard files (rank 0 may not see the folder) and registers.
+    assert_same_curves(workdir / "tb", run_id)
+    assert_logged_to_run(workdir / "tb", run_id)
+    assert result["registered"]["model_uri"] == "models:/houses/1"
+    assert deepspark.load_model("models:/houses@champion").metadata["run_id"] == run_id
 
 
 def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):

@@ -1,6 +1,7 @@
 """``--tensorboard DIR``: TensorBoard event files (written by tensorboardX, no TensorFlow) read
 back with TensorBoard's own event reader, equal to the run's MLflow history; also logged to the
-run under ``tensorboard/``."""
+run under ``tensorboard/``. A distributed run (its driver writes the files) is checked in
+``tests/distributed/test_train_distributed.py``."""
 
 from __future__ import annotations
 
@@ -150,18 +151,3 @@ def test_fine_tune_writes_both_phases(workdir, capsys):
     curves = assert_same_curves(log_dir, document["run_id"])
     assert curves["learning_rate"] == {0: pytest.approx(3e-3), 1: pytest.approx(1e-4)}
     assert sorted(curves["val_accuracy"]) == [0, 1]
-
-
-@pytest.mark.distributed
-@pytest.mark.slow
-def test_distributed_run_writes_events_on_the_driver_and_registers(workdir, regression_csv):
-    log_dir = workdir / "tb"
-    result = deepspark.train(
-        str(regression_csv), "y", workers=2, tensorboard=str(log_dir), register="houses",
-        aliases="champion", **FAST,
-    )  # fmt: skip
-    assert result.world_size == 2
-    assert_same_curves(log_dir, result.run_id)
-    assert_logged_to_run(log_dir, result.run_id)
-    assert result.registered["model_uri"] == "models:/houses/1"
-    assert deepspark.load_model("models:/houses@champion").metadata["run_id"] == result.run_id

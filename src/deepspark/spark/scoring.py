@@ -7,6 +7,12 @@ import logging
 
 from deepspark.errors import UserInputError
 from deepspark.models.inference import ERROR_COLUMN
+from deepspark.spark.arrow_scoring import (
+    arrow_supported,
+    arrow_udf_available,
+    make_arrow_udf,
+    predict_arrow,
+)
 from deepspark.spark.columns import feature_columns, quote
 from deepspark.spark.images import image_batch_limits, image_input_column
 from deepspark.spark.udf import make_column_udf, make_image_udf, make_scoring_udf, ship_model
@@ -28,12 +34,15 @@ class SparkModel:
             column of image bytes or paths.
         column_udf: The pandas UDF taking the features as separate columns (faster); the same
             as ``udf`` for an image model.
+        arrow_udf: The Arrow UDF taking the features as separate columns (no pandas; Spark
+            4.1+), or ``None`` (an image model, or an older Spark).
     """
 
     model: DeepsparkModel
     shipped_name: str
     udf: object
     column_udf: object
+    arrow_udf: object = None
 
 
 def spark_model(spark, model_uri: str) -> SparkModel:
@@ -53,6 +62,7 @@ def spark_model(spark, model_uri: str) -> SparkModel:
         shipped_name,
         make_scoring_udf(shipped_name, model.schema),
         make_column_udf(shipped_name, model.schema),
+        make_arrow_udf(shipped_name, model.schema) if arrow_udf_available() else None,
     )
 
 
@@ -64,8 +74,14 @@ def predict(
     probability_col: str = "probability",
     batch_rows: int | None = None,
     batch_bytes: int | None = None,
+    arrow: bool = True,
 ):
     """Add prediction column(s) to a Spark DataFrame (lazy: nothing runs until an action).
+
+    A table model scores Arrow batches with no pandas round trip (``spark.arrow_scoring``):
+    through its Arrow UDF on Spark 4.1+ (only the features cross to Python), through
+    ``DataFrame.mapInArrow`` on Spark 4.0 (every column crosses; a frame holding a type Arrow
+    cannot carry takes the pandas UDF). An image model scores through its pandas UDF.
 
     Args:
         frame: A Spark DataFrame holding the model's feature columns (any order; extra columns
@@ -78,6 +94,8 @@ def predict(
             ``spark.sql.execution.arrow.maxRecordsPerBatch``).
         batch_bytes: Image models: most bytes per batch sent to Python (encoded, and decoded
             while scoring; default 64 MB). Sets the session's Arrow batch limits.
+        arrow: ``False`` scores a table model through the pandas UDF instead (the route
+            before Arrow scoring; same outputs).
 
     Returns:
         ``frame`` with the prediction column(s) appended (same-named columns are replaced).
@@ -95,6 +113,19 @@ def predict(
     spark = frame.sparkSession
     resolved = model_uri if isinstance(model_uri, SparkModel) else spark_model(spark, model_uri)
     schema = resolved.model.schema
+    scoring_udf = resolved.column_udf
+    if arrow and resolved.arrow_udf is not None:
+        scoring_udf = resolved.arrow_udf
+    elif arrow and schema.image is None and arrow_supported(frame):  # Spark 4.0
+        scored = predict_arrow(
+            frame,
+            resolved.shipped_name,
+            schema,
+            prediction_col=prediction_col,
+            probability_col=probability_col,
+        )
+        set_arrow_batch_rows(spark, batch_rows)
+        return scored
     if schema.image is not None:
         image_batch_limits(spark, schema, batch_bytes)
         features = [image_input_column(frame, schema)]
@@ -107,7 +138,7 @@ def predict(
     if schema.image is not None:
         outputs[ERROR_COLUMN] = ERROR_COLUMN
     kept = [quote(name) for name in frame.columns if name not in outputs.values()]
-    scored = resolved.column_udf(*features)
+    scored = scoring_udf(*features)
     if resolved.model.task == "regression":
         return frame.select(*kept, scored.alias(prediction_col))
     from pyspark.sql import functions as F

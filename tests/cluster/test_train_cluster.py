@@ -54,7 +54,13 @@ def _checkpointed_epoch(bucket, store_prefix: str) -> int:
     for info in filesystem.get_file_info(selector):
         if info.path.endswith("/state.json"):
             with filesystem.open_input_stream(info.path) as stream:
-                best = max(best, json.loads(stream.read())["epoch"])
+                text = stream.read()
+            try:
+                best = max(best, json.loads(text)["epoch"])
+            except json.JSONDecodeError:
+                # Replaced between the size lookup and the read (pyarrow reads the old size of
+                # the new object): it is checked again on the next poll.
+                continue
     return best
 
 

@@ -8,6 +8,7 @@ On disk (inside the MLflow pyfunc model, under ``artifacts/deepspark/``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from pathlib import Path
@@ -148,6 +149,14 @@ def resolve_model_dir(model_uri: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    # Only the deepspark folder when the URI takes a sub-path: the whole artifact also holds
+    # the bundled code (hundreds of files) that serving environments need, and scoring not.
+    with contextlib.suppress(MlflowException, OSError, ValueError):
+        part = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_uri.rstrip('/')}/artifacts/deepspark"
+        )
+        if (Path(part) / METADATA_FILE).exists():
+            return Path(part)
     try:
         downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     except (MlflowException, OSError, ValueError) as error:

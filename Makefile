@@ -11,11 +11,13 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 setup: $(STAMP)
 
 # Reinstall only when the project's dependencies change.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/deepspark/_keras_default.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,spark,explain,torch]'
+	# `import keras` before `import deepspark` picks JAX, not the absent TensorFlow.
+	$(BIN)/python -c 'from deepspark._keras_default import install; install()'
 	touch $(STAMP)
 
 # Horovod 0.28.1 built for this venv's torch (C++17 fix), wheel cached by torch version under

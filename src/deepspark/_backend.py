@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from deepspark._keras_default import default_backend
 from deepspark.errors import BackendError, MissingDependencyError, UserInputError
 
 BACKENDS = ("jax", "torch")
@@ -21,20 +22,12 @@ ENV = "KERAS_BACKEND"
 def configure_backend() -> None:
     """Select the default backend for Keras unless the user already chose one.
 
-    Called at ``import deepspark``; cheap, imports nothing. Where JAX is not installed (an
-    environment built for a torch-trained model, say) torch is the default.
+    Called at ``import deepspark``; cheap, imports nothing. A JAX or torch backend named in
+    ``~/.keras/keras.json`` counts as the user's choice; otherwise JAX, or torch where JAX is not
+    installed (an environment built for a torch-trained model, say).
     """
     if ENV not in os.environ:
-        os.environ[ENV] = _installed_default()
-
-
-def _installed_default() -> str:
-    import importlib.util
-
-    for name in BACKENDS:
-        if importlib.util.find_spec(name) is not None:
-            return name
-    return DEFAULT_BACKEND
+        os.environ[ENV] = default_backend()
 
 
 def backend_name() -> str:

@@ -77,4 +77,3 @@ def install(site_packages: str | Path | None = None) -> Path:
     pth = target / PTH_NAME
     pth.write_text(f"import {HOOK_MODULE}; {HOOK_MODULE}.apply()\n", encoding="utf-8")
     return pth
-

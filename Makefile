@@ -32,10 +32,12 @@ demo: setup
 	$(BIN)/python -m deepspark.demo
 
 # The default suite on the default Keras backend (JAX), in 2 processes (a test module stays in
-# one: module fixtures are shared), then the backend-parity set on torch.
+# one: module fixtures are shared; the slowest files first, see tests/conftest.py), then the
+# backend-parity set on torch. The slowest tests are listed at the end.
+PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 test: setup horovod
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
-	KERAS_BACKEND=torch $(BIN)/python -m pytest -q -n 2 --dist loadfile -m parity
+	$(PYTEST)
+	KERAS_BACKEND=torch $(PYTEST) -m parity
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

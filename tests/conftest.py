@@ -130,3 +130,47 @@ def spark():
     session = get_session("local[2]", config={"spark.sql.shuffle.partitions": "4"})
     yield session
     session.stop()
+
+
+# Seconds each of the slowest test files takes on 2 busy cores (pytest --durations=0 under
+# `make test`). `make test` runs files across 2 processes (--dist loadfile) in collection order
+# (--no-loadscope-reorder), so the longest go first and short files fill in at the end instead of
+# one long file running alone while the other process idles. Other files count 1 s per test.
+SLOW_FILES = {
+    "tests/distributed/test_train_distributed.py": 320,
+    "tests/integration/test_demo.py": 180,
+    "tests/training/test_transfer.py": 170,
+    "tests/cluster/test_train_cluster.py": 130,
+    "tests/spark/test_featurizer.py": 110,
+    "tests/cluster/test_cluster_images.py": 100,
+    "tests/integration/test_images.py": 100,
+    "tests/spark/test_cluster.py": 95,
+    "tests/models/test_applications.py": 90,
+    "tests/distributed/test_exactness.py": 80,
+    "tests/tuning/test_interrupt.py": 71,
+    "tests/spark/test_jobs.py": 70,
+    "tests/spark/test_ml.py": 60,
+    "tests/spark/test_scoring.py": 60,
+    "tests/explain/test_image_spark.py": 60,
+    "tests/data/test_verbs_sources.py": 60,
+    "tests/integration/test_backend_parity.py": 50,
+    "tests/integration/test_resume.py": 50,
+    "tests/cluster/test_harness.py": 45,
+    "tests/distributed/test_spark_launcher.py": 40,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order test files longest first (see ``SLOW_FILES``); tests keep their order in a file."""
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.location[0]] = counts.get(item.location[0], 0) + 1
+    first_seen = {}
+    for position, item in enumerate(items):
+        first_seen.setdefault(item.location[0], position)
+
+    def weight(item) -> tuple[float, int]:
+        path = item.location[0]
+        return (-SLOW_FILES.get(path, 1.0 * counts[path]), first_seen[path])
+
+    items.sort(key=weight)

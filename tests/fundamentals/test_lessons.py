@@ -95,7 +95,7 @@ def test_unknown_topic_lists_the_valid_ones(tmp_path):
     with pytest.raises(
         UserInputError,
         match=r"use one of activations, losses, optimizers, splits, "
-        r"approximation, convolutions\. Received: topic='gradients'",
+        r"approximation, convolutions, gan\. Received: topic='gradients'",
     ):
         run_lesson("gradients", tmp_path)
     assert set(TOPICS) == {
@@ -105,6 +105,7 @@ def test_unknown_topic_lists_the_valid_ones(tmp_path):
         "splits",
         "approximation",
         "convolutions",
+        "gan",
     }
 
 

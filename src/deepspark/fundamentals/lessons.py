@@ -11,6 +11,9 @@ Topics:
 - ``approximation``: a NumPy MLP trained with NumPy Adam, wider and wider.
 - ``convolutions``: classic kernels (edge, blur, sharpen) sliding over a photo, output sizes for
   paddings and strides, and the parameters of a convolution versus a dense layer.
+- ``gan``: a DCGAN (Keras, a custom ``train_step``) learns scikit-learn's 8x8 digits, tracked in
+  MLflow with a sample grid per epoch; mode collapse measured by a digit classifier, and the
+  discriminator/generator balance against the ``2 ln 2`` equilibrium.
 
 Example::
 
@@ -37,6 +40,7 @@ TOPICS = {
     "splits": "deepspark.fundamentals._lesson_splits",
     "approximation": "deepspark.fundamentals._lesson_approximation",
     "convolutions": "deepspark.fundamentals._lesson_convolutions",
+    "gan": "deepspark.fundamentals._lesson_gan",
 }
 
 
@@ -54,8 +58,9 @@ def run_lesson(
 
     Args:
         topic: One of ``activations``, ``losses``, ``optimizers``, ``splits``, ``approximation``,
-            ``convolutions``.
-        output_dir: Folder for the PNG files; created when missing.
+            ``convolutions``, ``gan``.
+        output_dir: Folder for the PNG files; created when missing. The ``gan`` lesson also
+            logs an MLflow run (experiment ``deepspark-lessons``) to the tracking URI in force.
         image: A photo for the ``convolutions`` lesson (default: a generated scene).
 
     Returns:

@@ -40,6 +40,7 @@ def test_public_api():
         "fine_tune",
         "list_models",
         "list_runs",
+        "load_checkpoint",
         "load_model",
         "log_pretrained",
         "predict",

@@ -38,6 +38,7 @@ __all__ = [
     "fine_tune",
     "list_models",
     "list_runs",
+    "load_checkpoint",
     "load_model",
     "log_pretrained",
     "predict",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from deepspark.tracking.predict import predict
     from deepspark.tracking.registry import list_models, register_model
     from deepspark.tracking.runs import list_runs
+    from deepspark.training.checkpoint import load_checkpoint
     from deepspark.workflows.classify import classify
     from deepspark.workflows.featurize import featurize
     from deepspark.workflows.fine_tune import fine_tune
@@ -68,6 +70,7 @@ _LAZY = {
     "TrainResult": "deepspark.workflows.train",
     "train": "deepspark.workflows.train",
     "load_model": "deepspark.tracking.model",
+    "load_checkpoint": "deepspark.training.checkpoint",
     "predict": "deepspark.tracking.predict",
     "list_runs": "deepspark.tracking.runs",
     "register_model": "deepspark.tracking.registry",

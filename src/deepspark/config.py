@@ -13,7 +13,18 @@ from typing import Any
 from deepspark.errors import UserInputError
 
 TASKS = ("regression", "binary", "multiclass")
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "selu", "gelu", "swish")
+ACTIVATIONS = (
+    "sigmoid",
+    "tanh",
+    "relu",
+    "leaky_relu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "linear",
+)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 CLASSIFICATION_LOSSES = ("crossentropy",)
@@ -49,7 +60,8 @@ class TrainConfig:
         task: ``regression``, ``binary`` or ``multiclass``; ``None`` infers it from the target.
         exclude: Columns that are not features (ids, leaks).
         hidden: Units of each hidden layer.
-        activation: Hidden-layer activation, one of ``ACTIVATIONS``.
+        activation: Hidden-layer activation, one of ``ACTIVATIONS`` (``linear``: none, so an
+            MLP is a linear model and the result reports its coefficients).
         dropout: Dropout rate after each hidden layer.
         batch_norm: Batch normalization after each hidden layer (dense or convolution);
             ``None``: the model's default (off for the MLP, on for the CNN).
@@ -129,6 +141,9 @@ class TrainConfig:
         tensorboard: A folder for TensorBoard event files (scalars per epoch: every ``train_*``
             and ``val_*`` metric and the learning rate), also logged to the run under
             ``tensorboard/``; ``None``: none written.
+        keep_checkpoints: Log the best and the last epoch's model as run artifacts
+            (``checkpoints/best.keras``, ``checkpoints/last.keras``); load them with
+            ``deepspark.load_checkpoint(run_id, which="best")``.
     """
 
     data: str
@@ -181,6 +196,7 @@ class TrainConfig:
     register: str | None = None
     aliases: tuple[str, ...] = ()
     tensorboard: str | None = None
+    keep_checkpoints: bool = False
 
     def __post_init__(self) -> None:
         validate_config(self)

@@ -52,3 +52,10 @@ def test_learn_convolutions_slides_kernels_over_a_real_photo(tmp_path, capsys):
         main(["learn", "losses", "--output", str(tmp_path), "--image", str(photo)])
     assert exit.value.code == 2
     assert "Only the convolutions lesson takes --image" in capsys.readouterr().err
+
+
+def test_only_the_gan_lesson_takes_epochs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["learn", "losses", "--output", str(tmp_path), "--epochs", "3"])
+    assert exit.value.code == 2
+    assert "Only the gan lesson takes --epochs" in capsys.readouterr().err

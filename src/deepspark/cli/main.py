@@ -62,14 +62,16 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option(
     "--model",
     "model_name",
-    help="tabular_net, mlp, cnn or transfer (default: tabular_net for tables, cnn for images, "
-    "transfer with --base).",
+    help="tabular_net, mlp, linear (linear / logistic regression: coefficients in the result), "
+    "cnn or transfer (default: tabular_net for tables, cnn for images, transfer with --base, "
+    "mlp with --activation linear).",
 )
 @click.option("--task", help="regression, binary or multiclass (default: inferred).")
 @click.option("--exclude", help="Comma-separated columns to leave out of the features.")
 @click.option("--hidden", help="Hidden layer sizes, e.g. 64,32.")
 @click.option(
-    "--activation", help="sigmoid, tanh, relu, leaky_relu, prelu, elu, selu, gelu, swish."
+    "--activation",
+    help="sigmoid, tanh, relu, leaky_relu, prelu, elu, selu, gelu, swish, linear.",
 )
 @click.option("--dropout", type=float, help="Dropout rate after each hidden layer.")
 @click.option("--batch-norm/--no-batch-norm", default=None, help="Batch normalization.")
@@ -144,6 +146,13 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
     help="With --register: alias for the new version, e.g. champion (repeatable or a,b).",
 )
 @click.option("--tensorboard", help="Folder for TensorBoard event files (also logged to the run).")
+@click.option(
+    "--keep-checkpoints",
+    is_flag=True,
+    default=None,
+    help="Log the best and last epoch's model as checkpoints/best.keras and last.keras "
+    "(load: deepspark.load_checkpoint(run_id, which='best')).",
+)
 @click.option("--config", "config_file", type=click.Path(), help="TOML file with settings.")
 @click.option("--resume", help="Run id of a killed run to continue from its last epoch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -175,10 +184,24 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
     click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
     for name, value in result.metrics.items():
         click.echo(f"{name:<18}{format_metric(value)}")
+    if result.coefficients is not None:
+        _echo_coefficients(result.coefficients, result.intercept)
     if result.registered:
         registered = result.registered
         aliases = f" ({', '.join(registered['aliases'])})" if registered["aliases"] else ""
         click.echo(f"registered: {registered['model_uri']}{aliases}")
+
+
+def _echo_coefficients(coefficients: dict, intercept) -> None:
+    """A linear model's coefficients, one per line (per class for multiclass)."""
+    per_class = isinstance(intercept, dict)
+    groups = coefficients.items() if per_class else [(None, coefficients)]
+    for label, values in groups:
+        prefix = f"[{label}] " if per_class else ""
+        bias = intercept[label] if per_class else intercept
+        click.echo(f"{prefix}intercept{'':<9}{format_metric(bias)}")
+        for column, value in values.items():
+            click.echo(f"{prefix}{column:<18}{format_metric(value)}")
 
 
 @cli.command()
@@ -320,13 +343,15 @@ def runs(experiment, tracking_uri, limit, as_json) -> None:
 @click.argument("topic")
 @click.option("--output", "output_dir", required=True, help="Folder for the lesson's PNG plots.")
 @click.option("--image", help="convolutions: a photo to slide the kernels over.")
+@click.option("--epochs", type=int, help="gan: passes over the digits (default 30).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def learn(topic, output_dir, image, as_json) -> None:
-    """Run a NumPy lesson: activations, losses, optimizers, splits, approximation, convolutions."""
+def learn(topic, output_dir, image, epochs, as_json) -> None:
+    """Run a lesson: activations, losses, optimizers, splits, approximation, convolutions (NumPy),
+    gan (a Keras DCGAN on scikit-learn's digits, tracked in MLflow)."""
     from deepspark.fundamentals.lessons import run_lesson
 
     with stdout_to_stderr():
-        document = run_lesson(topic, output_dir, image=image)
+        document = run_lesson(topic, output_dir, image=image, epochs=epochs)
     if as_json:
         emit_json(document, sys.stdout)
         return

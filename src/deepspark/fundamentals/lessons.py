@@ -46,10 +46,15 @@ TOPICS = {
 
 #: Topics whose lesson can use the user's own photo.
 IMAGE_TOPICS = ("convolutions",)
+EPOCH_TOPICS = ("gan",)
 
 
 def run_lesson(
-    topic: str, output_dir: str | os.PathLike[str], *, image: str | None = None
+    topic: str,
+    output_dir: str | os.PathLike[str],
+    *,
+    image: str | None = None,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Run one lesson: write its plots into ``output_dir`` and return its key figures.
 
@@ -62,6 +67,7 @@ def run_lesson(
         output_dir: Folder for the PNG files; created when missing. The ``gan`` lesson also
             logs an MLflow run (experiment ``deepspark-lessons``) to the tracking URI in force.
         image: A photo for the ``convolutions`` lesson (default: a generated scene).
+        epochs: Passes over the data for the lessons that train (``gan``; default 30).
 
     Returns:
         A JSON-ready dictionary: ``topic``, ``plots`` (paths of the PNG files written) and the
@@ -85,6 +91,12 @@ def run_lesson(
         raise UserInputError(
             f"Only the {', '.join(IMAGE_TOPICS)} lesson takes --image. Received: topic={topic!r}"
         )
-    options = {"image": image} if image is not None else {}
+    if epochs is not None and topic not in EPOCH_TOPICS:
+        raise UserInputError(
+            f"Only the {', '.join(EPOCH_TOPICS)} lesson takes --epochs. Received: topic={topic!r}"
+        )
+    options: dict[str, Any] = {"image": image} if image is not None else {}
+    if epochs is not None:
+        options["epochs"] = epochs
     figures = importlib.import_module(TOPICS[topic]).run(folder, **options)
     return {"topic": topic, **figures}

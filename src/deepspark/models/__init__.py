@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from deepspark._lazy import lazy_attributes
 
-__all__ = ["BuildContext", "NumericStats", "build_mlp", "fit_numeric_stats", "register_builder"]
+__all__ = [
+    "BUILDER_SETTINGS",
+    "BuildContext",
+    "NumericStats",
+    "build_mlp",
+    "complete",
+    "fit_numeric_stats",
+    "register_builder",
+]
 
 _LAZY = {
     "BuildContext": "deepspark.models.builders",
     "register_builder": "deepspark.models.builders",
+    "complete": "deepspark.models.builders",
+    "BUILDER_SETTINGS": "deepspark.models.builders",
     "build_mlp": "deepspark.models.mlp",
     "NumericStats": "deepspark.models.preprocessing",
     "fit_numeric_stats": "deepspark.models.preprocessing",

@@ -29,6 +29,7 @@ _KERAS_ACTIVATIONS = {
     "selu": "selu",
     "gelu": "gelu",
     "swish": "silu",
+    "linear": "linear",  # no non-linearity: the network is a linear model (see models.linear)
 }
 
 

@@ -33,6 +33,31 @@ def current_learning_rate(model) -> float:
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
+def rank_callbacks(callbacks, *, rank: int) -> list:
+    """The user's callbacks that run on ``rank``: all of them on rank 0; on the other ranks of a
+    distributed run, those without ``rank_zero_only = True``.
+
+    A callback that writes (files, MLflow, a plot) sets the class or instance attribute
+    ``rank_zero_only = True`` to run on rank 0 alone; every other callback runs on all ranks
+    (one that stops training, say, must, so that all ranks stop together).
+
+    Raises:
+        UserInputError: An item that is not a ``keras.callbacks.Callback``.
+    """
+    from deepspark.errors import UserInputError
+
+    chosen = []
+    for callback in callbacks or ():
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise UserInputError(
+                "callbacks= takes keras.callbacks.Callback instances. "
+                f"Received: callbacks item {callback!r}"
+            )
+        if rank == 0 or not getattr(callback, "rank_zero_only", False):
+            chosen.append(callback)
+    return chosen
+
+
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and remembers where it happened.
 

@@ -148,3 +148,70 @@ def _assign_variable_values(model, values: list[np.ndarray]) -> None:
         )
     for variable, value in zip(variables, values, strict=True):
         variable.assign(value)
+
+
+#: Run artifacts of ``keep_checkpoints`` (``--keep-checkpoints``), by ``which``.
+KEPT_CHECKPOINTS = {"best": "checkpoints/best.keras", "last": "checkpoints/last.keras"}
+
+
+def log_kept_checkpoints(best_model, store: CheckpointStore, *, run_id: str | None = None):
+    """Log ``best_model`` (the run's model, best epoch restored) as ``checkpoints/best.keras``
+    and the last completed epoch's model from ``store`` as ``checkpoints/last.keras``.
+
+    Both are compiled (optimizer state included), so training can go on from either.
+    """
+    import mlflow
+
+    state = store.read_state()
+    last_model = store.load_model(state) if state is not None else best_model
+    with tempfile.TemporaryDirectory(prefix="deepspark-kept-") as folder:
+        for which, model in (("best", best_model), ("last", last_model)):
+            local = Path(folder) / Path(KEPT_CHECKPOINTS[which]).name
+            model.save(local)
+            mlflow.log_artifact(str(local), "checkpoints", run_id=run_id)
+
+
+def load_checkpoint(
+    run_id: str,
+    which: str = "best",
+    *,
+    tracking_uri: str | None = None,
+    compile: bool = True,
+):
+    """Load a checkpoint a run kept with ``keep_checkpoints=True`` (``--keep-checkpoints``).
+
+    Args:
+        run_id: The MLflow run.
+        which: ``best`` (the epoch with the lowest validation loss: the weights the run's
+            model has) or ``last`` (the last completed epoch).
+        tracking_uri: MLflow tracking URI; default MLflow's current one.
+        compile: Restore the optimizer, loss and metrics (to train on with ``fit``).
+
+    Returns:
+        The Keras model. It takes deepspark's encoded inputs; for raw rows load the run's
+        model with ``deepspark.load_model``.
+
+    Raises:
+        UserInputError: ``which`` is not ``best`` or ``last``, or the run kept no checkpoints.
+
+    Example:
+        >>> result = deepspark.train("houses.csv", "median_house_value", keep_checkpoints=True)
+        >>> model = deepspark.load_checkpoint(result.run_id, which="last")
+    """
+    import mlflow
+
+    from deepspark.errors import UserInputError
+    from deepspark.models.loader import load_keras_model
+
+    if which not in KEPT_CHECKPOINTS:
+        raise UserInputError(f"which= is 'best' or 'last'. Received: which={which!r}")
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=KEPT_CHECKPOINTS[which], tracking_uri=tracking_uri
+        )
+    except Exception as error:  # noqa: BLE001  MLflow raises several types for a missing file
+        raise UserInputError(
+            f"Run {run_id} has no {KEPT_CHECKPOINTS[which]}: train with keep_checkpoints=True "
+            f"(--keep-checkpoints) to keep them. Received: run_id={run_id!r}"
+        ) from error
+    return load_keras_model(path, compile=compile)

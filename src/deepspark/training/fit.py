@@ -73,21 +73,23 @@ def loss_and_metrics(prepared: PreparedData):
     ]
 
 
+def build_context(prepared: PreparedData) -> BuildContext:
+    """What a builder knows about ``prepared``: schema, numeric statistics, settings."""
+    return BuildContext(
+        prepared.schema,
+        prepared.numeric_stats(),
+        prepared.config,
+        target_center=prepared.target_center,
+        target_scale=prepared.target_scale,
+        numeric_train=prepared.numeric_train,
+    )
+
+
 def build_compiled_model(prepared: PreparedData):
     """A fresh model for ``prepared`` with its optimizer, loss and metrics."""
     config = prepared.config
     keras.utils.set_random_seed(config.seed)
-    numeric = prepared.numeric_train
-    stats = prepared.numeric_stats()
-    context = BuildContext(
-        prepared.schema,
-        stats,
-        config,
-        target_center=prepared.target_center,
-        target_scale=prepared.target_scale,
-        numeric_train=numeric,
-    )
-    model = build_model(context, prepared.builder)
+    model = build_model(build_context(prepared), prepared.builder)
     compile_model(model, prepared, config.lr)
     return model
 
@@ -107,10 +109,20 @@ def compile_model(model, prepared: PreparedData, lr: float | None) -> None:
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
 
 
-def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
+def fit_model(
+    prepared: PreparedData, store: CheckpointStore, *, callbacks: Sequence = ()
+) -> FitOutcome:
     """Train with early stopping, LR reduction, checkpoints, MLflow logging; resume if a
-    checkpoint exists in ``store``."""
+    checkpoint exists in ``store``. ``callbacks``: the user's Keras callbacks, run after
+    deepspark's own (so they see the epoch's complete logs)."""
     config = prepared.config
+    if callbacks and config.base and config.fine_tune_layers:
+        from deepspark.errors import UserInputError
+
+        raise UserInputError(
+            "callbacks= does not apply to a run with fine-tuning phases yet; leave out "
+            f"--fine-tune-layers or the callbacks. Received: callbacks={list(callbacks)!r}"
+        )
     if config.base and config.fine_tune_layers:
         from deepspark.training.transfer import fit_transfer
 
@@ -143,6 +155,7 @@ def fit_model(prepared: PreparedData, store: CheckpointStore) -> FitOutcome:
         validation=validation,
         callbacks=default_callbacks(config, store, state=state),
         state=state,
+        user_callbacks=ds_callbacks.rank_callbacks(callbacks, rank=0),
     )
 
 
@@ -290,6 +303,7 @@ def run_fit(
     callbacks: FitCallbacks,
     state: dict[str, Any] | None = None,
     first_callbacks: Sequence = (),
+    user_callbacks: Sequence = (),
 ) -> FitOutcome:
     """``model.fit`` with deepspark's settings: ``config``'s epochs and batch size, shuffled
     rows, no Keras progress bar (the callbacks report), continuing after ``state``'s epoch.
@@ -306,6 +320,8 @@ def run_fit(
         state: The checkpoint state being resumed, if any.
         first_callbacks: Callbacks that run before deepspark's own (distributed training puts
             its callbacks there, so that the others see global metrics).
+        user_callbacks: The user's callbacks for this rank (``callbacks.rank_callbacks``), run
+            after deepspark's own.
 
     Returns:
         The ``FitOutcome`` (world size 1; distributed training fills in the rest).
@@ -316,7 +332,7 @@ def run_fit(
         epochs=config.epochs,
         initial_epoch=start_epoch,
         verbose=0,
-        callbacks=[*first_callbacks, *callbacks.callbacks],
+        callbacks=[*first_callbacks, *callbacks.callbacks, *user_callbacks],
     )
     history = callbacks.history
     return FitOutcome(

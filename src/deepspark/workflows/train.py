@@ -11,13 +11,20 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from deepspark._backend import backend_name, use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import TrainingDivergedError, UserInputError
-from deepspark.models.builders import check_base, check_model, default_model
+from deepspark.models.builders import (
+    check_base,
+    check_model,
+    default_model,
+    has_own_train_step,
+    unused_settings,
+)
 from deepspark.store.store import STORE_ENV, Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
@@ -44,6 +51,11 @@ class TrainResult:
         bad_images: Image files left out of training (corrupt, truncated, not images).
         registered: With ``register``: the new registered version (``name``, ``version``,
             ``aliases``, ``model_uri`` as ``models:/NAME/<version>``...); else ``None``.
+        coefficients: A linear model's (``model="linear"``, or ``activation="linear"`` without
+            batch normalization) coefficients in the raw columns' units: ``{column: value}``
+            (one-hot categories as ``column=value``; binary: on the logit scale), per class
+            ``{class: {column: value}}`` for multiclass; ``None`` for other models.
+        intercept: The linear model's intercept (per class for multiclass), else ``None``.
     """
 
     run_id: str
@@ -63,6 +75,8 @@ class TrainResult:
     restarts: int = 0
     bad_images: int = 0
     registered: dict[str, Any] | None = None
+    coefficients: dict[str, Any] | None = None
+    intercept: float | dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -76,6 +90,7 @@ def train(
     config_file: str | Path | None = None,
     resume: str | None = None,
     model: Any = None,
+    callbacks: Sequence[Any] | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a Keras network on a table, track it in MLflow and log the model.
@@ -92,7 +107,13 @@ def train(
         model: The network: ``None`` (deepspark's MLP), a registered builder name, a builder
             function ``builder(context) -> keras.Model``, or a ``keras.Model`` body that maps
             the encoded features to the last hidden layer (deepspark adds preprocessing and
-            the task head). See ``deepspark.models.builders``.
+            the task head), or a complete ``keras.Model`` (marked with
+            ``deepspark.models.complete(model)``, or a subclass with its own ``train_step``:
+            no head added). See ``deepspark.models.builders``. ``"linear"``: linear or
+            logistic regression; the result holds its ``coefficients`` and ``intercept``.
+        callbacks: Keras callbacks to run during ``fit`` after deepspark's own (they see each
+            epoch's complete logs). In a distributed run, one with the attribute
+            ``rank_zero_only = True`` runs on rank 0 only, the others on every rank.
         **settings: Any ``TrainConfig`` field (``hidden=(64, 32)``, ``lr=1e-3``, ``epochs=50``...),
             validated like the CLI options; ``register="houses"`` with ``aliases=["champion"]``
             registers the logged model after a successful run, ``tensorboard="logs"`` writes
@@ -110,7 +131,7 @@ def train(
         >>> result.metrics["test_rmse"]
     """
     if resume:
-        return _resume(resume, tracking_uri=settings.get("tracking_uri"))
+        return _resume(resume, tracking_uri=settings.get("tracking_uri"), callbacks=callbacks)
     frame = None
     if data is not None and not isinstance(data, str | Path):  # a pandas / Spark DataFrame
         frame, data = data, describe_frame(data)
@@ -120,6 +141,8 @@ def train(
     check_base(model, config)
     _check_outputs(config)
     use_backend(config.keras_backend)
+    callbacks = _check_callbacks(callbacks, config)
+    _check_own_train_step(model, config)
     if config.base:
         from deepspark.models.applications import check_weights, find_application
 
@@ -133,8 +156,50 @@ def train(
         from deepspark.distributed.training import check_cluster_store
 
         check_cluster_store(config)
-    prepared = prepare_data(config, model=model, data=frame)
-    return _run(dataclasses.replace(prepared, builder=model), resume_run=None)
+    prepared = dataclasses.replace(prepare_data(config, model=model, data=frame), builder=model)
+    _check_buildable(prepared)
+    return _run(prepared, resume_run=None, callbacks=callbacks)
+
+
+def _check_callbacks(callbacks: Sequence[Any] | None, config: TrainConfig) -> list:
+    """The user's callbacks, checked before any work (``UserInputError`` for a bad one)."""
+    from deepspark.training.callbacks import rank_callbacks
+
+    callbacks = list(callbacks or ())
+    rank_callbacks(callbacks, rank=0)  # raises for an item that is not a Keras callback
+    if callbacks and _distributed(config):
+        # The distributed worker does not take user callbacks yet (deepspark.distributed).
+        raise UserInputError(
+            "callbacks= runs in local training only for now; leave out --workers / --launcher "
+            f"or the callbacks. Received: workers={config.workers}, launcher={config.launcher!r}"
+        )
+    return callbacks
+
+
+def _distributed(config: TrainConfig) -> bool:
+    return config.workers > 1 or config.launcher is not None
+
+
+def _check_own_train_step(model: Any, config: TrainConfig) -> None:
+    from deepspark.models.builders import is_complete
+
+    if is_complete(model) and has_own_train_step(model) and _distributed(config):
+        raise UserInputError(
+            "A model with its own train_step trains in one process: distributed training "
+            "averages gradients in the optimizer of Keras' own train_step; leave out --workers "
+            "and --launcher (or wrap your optimizer in deepspark.distributed."
+            f"DistributedOptimizer in a script of your own). Received: workers={config.workers}"
+        )
+
+
+def _check_buildable(prepared: PreparedData) -> None:
+    """Build a ``keras.Model`` given as ``model`` once before the run starts, so that a model
+    that does not fit the data fails with its ``UserInputError`` and leaves no FAILED run."""
+    from deepspark.models.builders import build_model, is_keras_model
+    from deepspark.training.fit import build_context
+
+    if is_keras_model(prepared.builder):
+        build_model(build_context(prepared), prepared.builder)
 
 
 def _check_outputs(config: TrainConfig) -> None:
@@ -156,7 +221,7 @@ def describe_frame(frame: Any) -> str:
     return f"<{kind} DataFrame>"
 
 
-def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
+def _resume(run_id: str, *, tracking_uri: str | None, callbacks=None) -> TrainResult:
     from deepspark.tracking.run import get_run
 
     run = get_run(run_id, tracking_uri)
@@ -184,10 +249,11 @@ def _resume(run_id: str, *, tracking_uri: str | None) -> TrainResult:
             f"The data changed since run {run_id} started ({stored['data']}); "
             f"resume needs the same data. Received: resume={run_id!r}"
         )
-    return _run(prepared, resume_run=(run_id, store))
+    callbacks = _check_callbacks(callbacks, config)
+    return _run(prepared, resume_run=(run_id, store), callbacks=callbacks)
 
 
-def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
+def _run(prepared: PreparedData, *, resume_run, callbacks: Sequence[Any] = ()) -> TrainResult:
     import mlflow
 
     from deepspark.tracking.run import deferred_interrupts, tracked_run
@@ -207,9 +273,9 @@ def _run(prepared: PreparedData, *, resume_run) -> TrainResult:
         else:
             with deferred_interrupts():
                 store = _start_run_records(prepared, run_id)
-        outcome = _fit(prepared, store, run_id=run_id)
+        outcome = _fit(prepared, store, run_id=run_id, callbacks=callbacks)
         with deferred_interrupts():
-            result = _finish(prepared, outcome, run_id, started)
+            result = _finish(prepared, outcome, run_id, started, store=store)
     store.remove()
     result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
     if config.register:
@@ -252,7 +318,10 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
     if Path(config.data).exists():
         stored_config["data"] = str(Path(config.data).resolve())
     store.write_run_info({"config": stored_config, "fingerprint": prepared.fingerprint})
-    mlflow.log_params(config.to_params())
+    unused = unused_settings(prepared.builder, prepared.schema.kind, config)
+    mlflow.log_params(
+        {name: value for name, value in config.to_params().items() if name not in unused}
+    )
     mlflow.log_params(
         {
             "task_resolved": prepared.schema.task,
@@ -312,7 +381,7 @@ def _model_name(model: Any, kind: str, config: TrainConfig) -> str:
     return getattr(model, "name", None) or getattr(model, "__name__", type(model).__name__)
 
 
-def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
+def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbacks=()):
     from deepspark.training.fit import fit_model
 
     config = prepared.config
@@ -321,7 +390,7 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
 
         outcome = fit_distributed(prepared, store, run_id=run_id)
     else:
-        outcome = fit_model(prepared, store)
+        outcome = fit_model(prepared, store, callbacks=callbacks)
     if outcome.diverged_at is not None:
         epoch, batch = outcome.diverged_at
         rate = prepared.config.lr if prepared.config.lr is not None else "the default"
@@ -343,7 +412,9 @@ def _finish_tensorboard(log_dir: str, outcome, run_id: str) -> None:
     log_event_files(log_dir, run_id)
 
 
-def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> TrainResult:
+def _finish(
+    prepared: PreparedData, outcome, run_id: str, started: float, *, store: CheckpointStore
+) -> TrainResult:
     import mlflow
 
     from deepspark.models.inference import predict_arrays
@@ -388,6 +459,11 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
     )
     if prepared.config.tensorboard:
         _finish_tensorboard(prepared.config.tensorboard, outcome, run_id)
+    if prepared.config.keep_checkpoints:
+        from deepspark.training.checkpoint import log_kept_checkpoints
+
+        log_kept_checkpoints(model, store)
+    linear = _linear_coefficients(model, schema)
     return TrainResult(
         run_id=run_id,
         model_uri=model_info.model_uri,
@@ -405,4 +481,21 @@ def _finish(prepared: PreparedData, outcome, run_id: str, started: float) -> Tra
         launcher=outcome.launcher,
         restarts=outcome.restarts,
         bad_images=len(prepared.bad_images),
+        **linear,
     )
+
+
+def _linear_coefficients(model, schema) -> dict[str, Any]:
+    """``coefficients`` and ``intercept`` of an affine model on a table, logged as
+    ``coefficients.json``; empty for other models."""
+    if schema.image is not None:
+        return {}
+    import mlflow
+
+    from deepspark.models.linear import linear_coefficients
+
+    found = linear_coefficients(model, schema)
+    if found is None:
+        return {}
+    mlflow.log_dict(found, "coefficients.json")
+    return found

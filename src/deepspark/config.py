@@ -102,6 +102,11 @@ class TrainConfig:
             follows the Keras backend and the launcher. (Formerly ``backend``.)
         max_restarts: Times a distributed job starts again from the last checkpoint after a
             worker dies.
+        startup_timeout: Seconds every rank has to start and connect before the run fails
+            naming the missing ranks (``None``: ``$DEEPSPARK_STARTUP_TIMEOUT``, else 300;
+            0: wait forever).
+        watchdog: Seconds a rank may go without reporting a batch before the run fails naming
+            it (``None``: ``$DEEPSPARK_WATCHDOG``, else 1800; 0: off).
         scale_lr: Multiply the learning rate by ``workers`` (the global batch is that much larger).
         warmup_epochs: Epochs over which the rate rises from its single-worker value to the scaled
             one (0: none).
@@ -175,6 +180,8 @@ class TrainConfig:
     launcher: str | None = None
     collectives: str | None = None
     max_restarts: int = 2
+    startup_timeout: float | None = None
+    watchdog: float | None = None
     scale_lr: bool = True
     warmup_epochs: int = 0
     keras_backend: str | None = None
@@ -404,6 +411,10 @@ def _validate_distributed(config: TrainConfig) -> None:
     for name in ("max_restarts", "warmup_epochs"):
         if int(getattr(config, name)) < 0:
             raise _invalid(name, "must be 0 or a positive integer", getattr(config, name))
+    for name in ("startup_timeout", "watchdog"):
+        value = getattr(config, name)
+        if value is not None and float(value) < 0:
+            raise _invalid(name, "must be 0 (off) or a positive number of seconds", value)
     if config.workers > 1 or config.launcher is not None or config.collectives is not None:
         resolve_collectives(config.launcher or "local", config.collectives, config.keras_backend)
 

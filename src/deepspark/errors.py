@@ -8,10 +8,12 @@ The tree::
     │   ├── ModelNotFoundError                  a model URI that resolves to nothing
     │   └── TrainingDivergedError               the loss became NaN or infinite
     ├── MissingDependencyError (also ImportError)  an optional extra is not installed
-    └── BackendError                            Keras runs on a backend deepspark cannot use
+    ├── BackendError                            Keras runs on a backend deepspark cannot use
+    └── WorkerTimeoutError                      distributed ranks late to start or stuck
 
 The CLI maps ``UserInputError`` and ``MissingDependencyError`` to exit code 2 with one line on
-stderr; anything else is an internal error (exit code 1).
+stderr; ``WorkerTimeoutError`` exits 1 with its line (it names the ranks and the likely cause);
+anything else is an internal error (exit code 1).
 """
 
 from __future__ import annotations
@@ -43,3 +45,8 @@ class MissingDependencyError(DeepsparkError, ImportError):
 
 class BackendError(DeepsparkError):
     """Keras is configured with a backend other than jax or torch."""
+
+
+class WorkerTimeoutError(DeepsparkError):
+    """Distributed ranks did not connect within the startup timeout, or made no progress within
+    the watchdog's time; the message names them and the likely cause. Not retried."""

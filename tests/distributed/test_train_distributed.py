@@ -68,6 +68,9 @@ def test_killed_worker_restarts_from_last_checkpoint(workdir):
     assert result["run_id"] == run_id
     assert result["epochs_completed"] == EPOCHS
     assert "restart 1 of 2" in stderr
+    # Per-rank progress on stderr (distributed/progress.py).
+    assert "rank 1 connected (2 ranks" in stderr and "rank 1: first batch done" in stderr
+    assert "rank 0: epoch 1/" in stderr
     run = mlflow.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["deepspark.world_size"] == "2"
@@ -108,6 +111,7 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
     """An image model on 2 workers: the shards hold image references (each rank decodes its
     own); both transfer-learning phases run distributed, the second from the driver's
     unfrozen, recompiled model at the fine-tuning rate; BatchNorm statistics stay put."""
+    import keras
     import numpy as np
     import pandas as pd
 
@@ -116,12 +120,33 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
     from tests.image_data import pattern_folder
     from tests.training.test_transfer import batch_norm_statistics
 
+    class EpochMarks(keras.callbacks.Callback):  # a notebook's callback: sent by value
+        def __init__(self, folder, rank_zero_only):
+            super().__init__()
+            self.folder, self.rank_zero_only = str(folder), rank_zero_only
+
+        def on_epoch_end(self, epoch, logs=None):
+            import os
+
+            name = f"{os.getpid()}-{epoch}-{'val_loss' in (logs or {})}"
+            open(os.path.join(self.folder, name), "w").close()
+
+    marks = {flag: workdir / f"marks-{flag}" for flag in (True, False)}
+    for folder in marks.values():
+        folder.mkdir()
     folder = pattern_folder(workdir / "patterns", per_class=12, size=32)
     result = deepspark.train(
         str(folder), workers=2, epochs=1, fine_tune_layers=2, fine_tune_epochs=1,
         fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
-        lr=0.003, **TINY_BASE,
+        lr=0.003, callbacks=[EpochMarks(marks[True], True), EpochMarks(marks[False], False)],
+        **TINY_BASE,
     )  # fmt: skip
+    # User callbacks ran in both phases, with the epoch's logs: on every rank, or on rank 0 only.
+    every_rank = sorted(path.name.split("-", 1)[1] for path in marks[False].iterdir())
+    assert every_rank == ["0-True", "0-True", "1-True", "1-True"]
+    assert sorted(path.name.split("-", 1)[1] for path in marks[True].iterdir()) == [
+        "0-True", "1-True"
+    ]  # fmt: skip
     assert result.world_size == 2 and result.epochs_completed == 2 and result.bad_images == 1
     client = mlflow.MlflowClient()
     rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]

@@ -111,6 +111,18 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 )
 @click.option("--backend", hidden=True, help="Deprecated spelling of --collectives.")
 @click.option("--max-restarts", type=int, help="Restarts after a worker dies (default 2).")
+@click.option(
+    "--startup-timeout",
+    type=float,
+    help="Seconds for every worker to start and connect, then fail naming the missing ones "
+    "(default: $DEEPSPARK_STARTUP_TIMEOUT or 300; 0: wait forever).",
+)
+@click.option(
+    "--watchdog",
+    type=float,
+    help="Seconds a worker may finish no batch before the run fails naming it "
+    "(default: $DEEPSPARK_WATCHDOG or 1800; 0: off).",
+)
 @click.option("--scale-lr/--no-scale-lr", default=None, help="LR x workers (default on).")
 @click.option("--warmup-epochs", type=int, help="Epochs of LR warmup to the scaled rate.")
 @click.option("--keras-backend", help="jax (default) or torch; KERAS_BACKEND works too.")
@@ -382,7 +394,7 @@ cli.add_command(models_command)
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; maps errors to exit codes."""
-    from deepspark.errors import MissingDependencyError, UserInputError
+    from deepspark.errors import MissingDependencyError, UserInputError, WorkerTimeoutError
 
     # A shell starts background jobs with SIGINT ignored, and some job runners start processes
     # with it blocked; deepspark always turns SIGINT into KeyboardInterrupt so an interrupted run
@@ -402,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(error.format_message(), EXIT_USAGE)
     except (UserInputError, MissingDependencyError) as error:
         _fail(" ".join(str(error).split()), EXIT_USAGE)
+    except WorkerTimeoutError as error:  # late or stuck ranks: the line names them and why
+        _fail(" ".join(str(error).split()), EXIT_INTERNAL)
     except Exception as error:  # noqa: BLE001  anything else is deepspark's fault
         if os.environ.get("DEEPSPARK_DEBUG"):
             traceback.print_exc()

@@ -29,6 +29,7 @@ __all__ = [
     "MetricAverage",
     "WorkerFailedError",
     "WorkerLostError",
+    "WorkerTimeoutError",
     "distributed_callbacks",
     "init",
     "rank",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     )
     from deepspark.distributed.launch import WorkerFailedError, WorkerLostError, run
     from deepspark.distributed.optimizer import DistributedOptimizer
+    from deepspark.errors import WorkerTimeoutError
 
 _LAZY = {
     "init": "deepspark.distributed.backends",
@@ -64,6 +66,7 @@ _LAZY = {
     "WorkerLostError": "deepspark.distributed.launch",
     "run": "deepspark.distributed.launch",
     "DistributedOptimizer": "deepspark.distributed.optimizer",
+    "WorkerTimeoutError": "deepspark.errors",
 }
 
 

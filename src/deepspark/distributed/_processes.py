@@ -4,7 +4,9 @@ rendezvous for jax.distributed or torch.distributed) and ``horovod`` (``horovodr
 The job (function and arguments) goes to the workers as a cloudpickle file in a job folder; each
 worker runs ``python -m deepspark.distributed._entry JOB_DIR``; rank 0 writes its return value
 there, and a worker that raises writes its exception there before exiting 1. A worker that exits
-any other way (signal, crash) is lost, and the job may be restarted.
+any other way (signal, crash) is lost, and the job may be restarted. While they run, the
+driver's ``ProgressMonitor`` judges the startup timeout and the watchdog; either stops them all
+with a ``WorkerTimeoutError``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 from deepspark.distributed.backends import free_port
 from deepspark.distributed.launch import WorkerFailedError, WorkerLostError, worker_settings
+from deepspark.distributed.progress import PROGRESS_ENV, ProgressMonitor
+from deepspark.errors import WorkerTimeoutError
 
 logger = logging.getLogger("deepspark.distributed")
 
@@ -32,20 +36,29 @@ POLL_SECONDS = 0.05
 GRACE_SECONDS = 3.0
 
 
-def launch(job: bytes, *, workers: int, launcher: str, collectives: str, attempt: int):
+def launch(
+    job: bytes,
+    *,
+    workers: int,
+    launcher: str,
+    collectives: str,
+    attempt: int,
+    monitor: ProgressMonitor,
+):
     """Start the workers, wait for them, return rank 0's value (see module docstring)."""
     import cloudpickle  # comes with MLflow, a core dependency
 
     job_dir = Path(tempfile.mkdtemp(prefix="deepspark-job-"))
     try:
         (job_dir / JOB_FILE).write_bytes(job)
-        env = {**os.environ, **worker_settings(collectives, attempt)}
+        env = {**os.environ, **worker_settings(collectives, attempt), PROGRESS_ENV: monitor.address}
         if launcher == "horovod":
+            monitor.rendezvous = "horovodrun's Gloo rendezvous on this machine"
             processes = [_start_horovodrun(job_dir, workers, env)]
         else:
             processes = _start_local(job_dir, workers, env)
         (job_dir / WORKERS_FILE).write_text("\n".join(str(p.pid) for p in processes))
-        _supervise(processes, job_dir)
+        _supervise(processes, job_dir, monitor)
         return cloudpickle.loads((job_dir / RESULT_FILE).read_bytes())
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -102,9 +115,10 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _supervise(processes: list[subprocess.Popen], job_dir: Path) -> None:
+def _supervise(processes: list[subprocess.Popen], job_dir: Path, monitor: ProgressMonitor) -> None:
     """Wait for every worker; on the first failure stop the rest (they would wait forever in a
-    collective) and raise ``WorkerFailedError`` or ``WorkerLostError``."""
+    collective) and raise ``WorkerFailedError`` or ``WorkerLostError``; when the monitor says
+    ranks are late or stuck, stop them all and raise ``WorkerTimeoutError``."""
     try:
         while True:
             codes = [process.poll() for process in processes]
@@ -112,6 +126,9 @@ def _supervise(processes: list[subprocess.Popen], job_dir: Path) -> None:
                 return
             if any(code not in (None, 0) for code in codes):
                 break
+            monitor.verdict = monitor.failure()
+            if monitor.verdict:
+                raise WorkerTimeoutError(monitor.verdict)
             time.sleep(POLL_SECONDS)
         # Give the others a moment to notice and report on their own, then stop them.
         deadline = time.monotonic() + GRACE_SECONDS

@@ -10,7 +10,9 @@ The job travels in the task's closure; rank 0's task returns the result. ``torch
 
 Spark reports a failed barrier stage as text; a failure carrying ``NO_RETRY_MARKER`` is a worker
 that raised (``WorkerFailedError``), anything else (a killed Python worker, a lost executor) is a
-lost worker (``WorkerLostError``), which ``run`` may retry.
+lost worker (``WorkerLostError``), which ``run`` may retry. The ranks report their progress to a
+``ProgressMonitor`` on the driver (at ``spark.driver.host``); when it says ranks are late or
+stuck, every Spark job of the session is cancelled and ``WorkerTimeoutError`` raised.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -35,6 +38,8 @@ from deepspark.distributed.launch import (
     run_packed,
     worker_settings,
 )
+from deepspark.distributed.progress import PROGRESS_ENV, ProgressMonitor
+from deepspark.errors import WorkerTimeoutError
 
 logger = logging.getLogger("deepspark.distributed")
 _TAIL_CHARACTERS = 2000
@@ -46,35 +51,44 @@ _PEER_GONE_REPORT_DELAY_S = 3.0
 _PEER_GONE = ("Gloo", "Connection closed by peer", "Connection reset by peer")
 
 
-def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
-    """Run the pickled job on ``workers`` barrier tasks; return rank 0's value."""
+def launch(job: bytes, *, workers: int, collectives: str, attempt: int, limits: dict):
+    """Run the pickled job on ``workers`` barrier tasks; return rank 0's value (``limits``:
+    the ``ProgressMonitor``'s ``startup_timeout`` and ``watchdog``)."""
     require("pyspark", feature="The spark launcher")
-    import cloudpickle
-
     from deepspark.spark.session import get_session
 
     session = get_session()
+    host = session.conf.get("spark.driver.host", None) or socket.gethostname()
+    with ProgressMonitor(workers, bind="0.0.0.0", advertise=host, **limits) as monitor:
+        with _cancelled_when_late(session, monitor):
+            return _launch_monitored(session, job, workers, collectives, attempt, monitor)
+
+
+def _launch_monitored(session, job, workers, collectives, attempt, monitor: ProgressMonitor):
+    import cloudpickle
+
     logger.info(
         "launching %d ranks on Spark (%s, %s collectives)",
         workers,
         session.sparkContext.master,
         collectives,
     )
-    settings = worker_settings(collectives, attempt)
+    settings = {**worker_settings(collectives, attempt), PROGRESS_ENV: monitor.address}
     if collectives == "horovod":
         horovod_spark = require("horovod.spark", feature="The spark launcher with Horovod")
         job_fn = functools.partial(
             horovod_spark.run,
             run_packed,
-            args=(job, "horovod"),
+            args=(job, "horovod", monitor.address),
             num_proc=workers,
+            start_timeout=int(monitor.startup_timeout) or None,
             use_gloo=True,
             verbose=0,
             env={**os.environ, **settings},
         )
     elif collectives == "torch":
         job_fn = functools.partial(
-            _torch_distributor(session, workers).run, run_packed, job, "torch"
+            _torch_distributor(session, workers).run, run_packed, job, "torch", monitor.address
         )
     else:
         job_fn = functools.partial(_run_barrier_tasks, session, job, workers, settings)
@@ -83,6 +97,8 @@ def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
         with _signal_handlers_kept():
             results = job_fn()
     except Exception as error:  # noqa: BLE001  Spark gives failures as text; classify them
+        if monitor.verdict:  # the watcher cancelled the job: late or stuck ranks
+            raise WorkerTimeoutError(monitor.verdict) from error
         text = str(error)
         if NO_RETRY_MARKER in text:
             # The worker's own error line, not the JVM's stack trace around it.
@@ -94,6 +110,29 @@ def launch(job: bytes, *, workers: int, collectives: str, attempt: int):
     if collectives == "jax":
         return cloudpickle.loads(results[0])
     return results
+
+
+@contextlib.contextmanager
+def _cancelled_when_late(session, monitor: ProgressMonitor):
+    """While the job runs, a thread asks the monitor; when ranks are late or stuck it cancels
+    the session's Spark jobs (the launch then fails, and ``launch`` says why)."""
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.5):
+            monitor.verdict = monitor.failure()
+            if monitor.verdict:
+                logger.error("%s", monitor.verdict)
+                session.sparkContext.cancelAllJobs()
+                return
+
+    watcher = threading.Thread(target=watch, name="deepspark-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        watcher.join()
 
 
 def _run_barrier_tasks(session, job: bytes, workers: int, settings: dict[str, str]) -> list:

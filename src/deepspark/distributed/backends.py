@@ -145,7 +145,10 @@ class HorovodBackend(CommunicationBackend):
         return self._hvd.broadcast_(tensor, root_rank=root, name=f"deepspark.{name}")
 
     def broadcast_object(self, value, *, root: int = 0):
-        return self._hvd.broadcast_object(value, root_rank=root)
+        # One name on every rank: Horovod's default is the value's type name, which differs
+        # when only the root has a value (a tuple there, None elsewhere), and ranks whose
+        # names differ wait for each other forever.
+        return self._hvd.broadcast_object(value, root_rank=root, name="deepspark.object")
 
     def barrier(self) -> None:
         self._hvd.barrier()

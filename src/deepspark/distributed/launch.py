@@ -17,7 +17,9 @@ after the worker has chosen its Keras backend and joined the group.
 A worker that *dies* (killed, out of memory, lost executor) makes ``run`` start the whole job
 again, up to ``max_restarts`` times; the function is expected to continue from its last
 checkpoint (``deepspark.train`` does). A worker that *raises* fails the job at once: running the
-same code again would raise again.
+same code again would raise again. So do ranks that never connect within the startup timeout,
+or make no progress within the watchdog's time (``WorkerTimeoutError``, see ``progress``); every
+launcher logs each rank's progress (connected, first batch, each epoch) on stderr.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from typing import Any
 
 from deepspark.config import resolve_collectives
 from deepspark.distributed import backends
+from deepspark.distributed import progress as feedback
 from deepspark.distributed.backends import COLLECTIVES_ENV, keras_backend_for, renamed_argument
+from deepspark.distributed.progress import (
+    ProgressMonitor,
+    report,
+    report_connected,
+    report_started,
+)
 from deepspark.errors import DeepsparkError, UserInputError
 
 logger = logging.getLogger("deepspark.distributed")
@@ -90,6 +99,8 @@ def run(
     max_restarts: int = 0,
     on_restart: Callable[[int], None] | None = None,
     backend: str | None = None,
+    startup_timeout: float | None = None,
+    watchdog: float | None = None,
 ) -> Any:
     """Run ``train_fn(*args)`` on every rank; return what rank 0 returned.
 
@@ -107,6 +118,11 @@ def run(
         max_restarts: Times to start the job again after a worker dies.
         on_restart: Called with the restart number (1, 2...) before each restart.
         backend: Deprecated spelling of ``collectives``.
+        startup_timeout: Seconds every rank has to connect (``None``:
+            ``$DEEPSPARK_STARTUP_TIMEOUT``, else 300; 0: wait forever).
+        watchdog: Seconds a connected rank may report no progress (``None``:
+            ``$DEEPSPARK_WATCHDOG``, else off; 0: off). Ranks report batches through
+            ``progress.progress_callback()`` (``deepspark.train`` adds it).
 
     Returns:
         Rank 0's return value.
@@ -115,6 +131,7 @@ def run(
         UserInputError: For an impossible combination of launcher, collectives and workers.
         WorkerFailedError: A worker raised; the message has its error.
         WorkerLostError: Workers kept dying after ``max_restarts`` restarts.
+        WorkerTimeoutError: Ranks did not connect in time, or stopped making progress.
 
     Example:
         >>> def train_fn(rows):
@@ -130,10 +147,14 @@ def run(
         workers=workers, launcher=launcher, collectives=collectives, max_restarts=max_restarts
     )
     collectives = resolve_launch(launcher, collectives)
+    limits = {
+        "startup_timeout": feedback.startup_timeout(startup_timeout),
+        "watchdog": feedback.watchdog_seconds(watchdog),
+    }
     job = cloudpickle.dumps((train_fn, tuple(args)))
     for attempt in range(int(max_restarts) + 1):
         try:
-            return _launch_once(job, workers, launcher, collectives, attempt)
+            return _launch_once(job, workers, launcher, collectives, attempt, limits)
         except WorkerLostError as error:
             if attempt == max_restarts:
                 raise WorkerLostError(
@@ -146,35 +167,46 @@ def run(
     raise AssertionError("unreachable")
 
 
-def _launch_once(job: bytes, workers: int, launcher: str, collectives: str, attempt: int):
+def _launch_once(job: bytes, workers: int, launcher: str, collectives: str, attempt, limits):
     if launcher == "spark":
         from deepspark.distributed import _spark
 
-        return _spark.launch(job, workers=workers, collectives=collectives, attempt=attempt)
+        return _spark.launch(
+            job, workers=workers, collectives=collectives, attempt=attempt, limits=limits
+        )
     from deepspark.distributed import _processes
 
-    return _processes.launch(
-        job, workers=workers, launcher=launcher, collectives=collectives, attempt=attempt
-    )
+    with ProgressMonitor(workers, **limits) as monitor:
+        return _processes.launch(
+            job,
+            workers=workers,
+            launcher=launcher,
+            collectives=collectives,
+            attempt=attempt,
+            monitor=monitor,
+        )
 
 
-def run_packed(job: bytes, collectives: str) -> Any:
+def run_packed(job: bytes, collectives: str, progress: str | None = None) -> Any:
     """What every rank runs: choose the Keras backend, join the group, unpickle and call the
     function (``job``: the cloudpickled ``(train_fn, args)``), leave the group.
 
     Exceptions are re-raised with ``NO_RETRY_MARKER`` in front, so launchers that only see the
-    text of a failure (Spark) know not to retry it.
+    text of a failure (Spark) know not to retry it. ``progress``: the driver's
+    ``ProgressMonitor`` address (default: ``$DEEPSPARK_PROGRESS``), told of each step.
     """
     import cloudpickle
 
     from deepspark._backend import use_backend
 
+    report_started(progress)
     _configure_worker_logging()
     try:
         use_backend(keras_backend_for(collectives))  # before the job's modules import Keras
     except Exception as error:
         raise RuntimeError(f"{NO_RETRY_MARKER} {type(error).__name__}: {error}") from error
     joined = backends.init(collectives)  # before anything touches a JAX device
+    report_connected(joined.rank, joined.size)
     try:
         train_fn, args = cloudpickle.loads(job)
         result = train_fn(*args)
@@ -182,6 +214,7 @@ def run_packed(job: bytes, collectives: str) -> Any:
         # No orderly shutdown here: the group stays up until this process has reported its
         # error and exits, so the peers' "connection reset" errors come after the real one.
         raise RuntimeError(f"{NO_RETRY_MARKER} {type(error).__name__}: {error}") from error
+    report("done")
     if joined.name in ("torch", "jax"):
         backends.shutdown()
     return result

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Sequence
 
 from deepspark.config import TrainConfig
 from deepspark.distributed.launch import resolve_launch, run
@@ -57,16 +58,19 @@ def check_cluster_store(config: TrainConfig) -> None:
             check_store_visible(other, session)
 
 
-def fit_distributed(prepared: PreparedData, store: CheckpointStore, *, run_id: str):
+def fit_distributed(
+    prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbacks: Sequence = ()
+):
     """Train ``prepared`` on ``config.workers`` ranks; returns the ``FitOutcome`` of rank 0.
     Transfer learning runs each phase as its own distributed job (the fine-tuning phase from
-    the head phase's best model, unfrozen and recompiled on the driver)."""
+    the head phase's best model, unfrozen and recompiled on the driver). ``callbacks``: the
+    user's Keras callbacks, sent to every rank (``rank_zero_only`` ones run on rank 0)."""
     import mlflow
 
     config = prepared.config
     launcher = config.launcher or "local"
     mlflow.set_tags({WORLD_SIZE_TAG: config.workers, LAUNCHER_TAG: launcher})
-    fit = _DistributedFit(prepared, run_id=run_id, launcher=launcher)
+    fit = _DistributedFit(prepared, run_id=run_id, launcher=launcher, callbacks=callbacks)
     if config.base and config.fine_tune_layers:
         from deepspark.training.transfer import fit_transfer
 
@@ -81,9 +85,12 @@ class _DistributedFit:
     """Runs fits (a whole run, or one transfer-learning phase) on every rank, from one set of
     shards; counts the restarts of all of them."""
 
-    def __init__(self, prepared: PreparedData, *, run_id: str, launcher: str):
+    def __init__(
+        self, prepared: PreparedData, *, run_id: str, launcher: str, callbacks: Sequence = ()
+    ):
         config = prepared.config
         self.run_id = run_id
+        self.user_callbacks = _pickled(callbacks)
         self.launcher = launcher
         self.collectives = resolve_launch(launcher, config.collectives)
         self.restarts = 0
@@ -135,6 +142,7 @@ class _DistributedFit:
                 collectives=self.collectives,
                 max_restarts=config.max_restarts,
                 on_restart=relog_checkpointed_epochs,
+                **feedback_limits(config),
             )
         relog_checkpointed_epochs()
         return FitOutcome(
@@ -164,7 +172,32 @@ class _DistributedFit:
             checkpoint_extras=extras,
             stream=prepared.streamed is not None,
             class_weight=streamed_class_weights(prepared) if prepared.streamed else None,
+            user_callbacks=self.user_callbacks,
         )
+
+
+def _pickled(callbacks: Sequence) -> bytes | None:
+    """The user's callbacks for the ranks (cloudpickle: they may be defined in a notebook)."""
+    if not callbacks:
+        return None
+    import cloudpickle
+
+    return cloudpickle.dumps(list(callbacks))
+
+
+def feedback_limits(config: TrainConfig) -> dict[str, float]:
+    """The run's startup timeout and watchdog: its settings (``--startup-timeout``,
+    ``--watchdog``), else ``$DEEPSPARK_STARTUP_TIMEOUT`` / ``$DEEPSPARK_WATCHDOG``, else 300 s
+    and ``DEFAULT_TRAIN_WATCHDOG_S`` (deepspark's fit loop reports every batch, so a rank that
+    reports nothing for that long is stuck)."""
+    from deepspark.distributed import progress
+
+    return {
+        "startup_timeout": progress.startup_timeout(getattr(config, "startup_timeout", None)),
+        "watchdog": progress.watchdog_seconds(
+            getattr(config, "watchdog", None), default=progress.DEFAULT_TRAIN_WATCHDOG_S
+        ),
+    }
 
 
 def _final_model(store: CheckpointStore):

@@ -38,6 +38,7 @@ class WorkerJob:
     checkpoint_extras: dict[str, Any] | None = None  # facts every checkpoint records (the phase)
     stream: bool = False  # stream the shards a batch at a time (a table larger than memory)
     class_weight: dict[int, float] | None = None  # streamed: balanced class weights by index
+    user_callbacks: bytes | None = None  # the user's Keras callbacks, cloudpickled
 
 
 def model_to_bytes(model) -> bytes:
@@ -99,6 +100,7 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
         callbacks=callbacks,
         state=state,
         first_callbacks=_distributed_callbacks(config, backend, target_rate),
+        user_callbacks=_user_callbacks(job, backend),
     )
     if backend.rank != 0:
         return None
@@ -194,9 +196,28 @@ def _rank_callbacks(job, config, store, state, *, backend):
     return callbacks
 
 
+def _user_callbacks(job: WorkerJob, backend) -> list:
+    """The user's callbacks that run on this rank; in JAX's SPMD mode the rank-0-only ones must
+    not start collectives (like deepspark's writers)."""
+    from deepspark.training.callbacks import rank_callbacks
+
+    if not job.user_callbacks:
+        return []
+    import cloudpickle
+
+    chosen = rank_callbacks(cloudpickle.loads(job.user_callbacks), rank=backend.rank)
+    if backend.spmd:
+        from deepspark.distributed._jax import rank_local
+
+        chosen = [rank_local(c) if getattr(c, "rank_zero_only", False) else c for c in chosen]
+    return chosen
+
+
 def _distributed_callbacks(config: TrainConfig, backend, target_rate: float) -> list:
-    """Before deepspark's own callbacks, so that those see the global state and metrics."""
+    """Before deepspark's own callbacks, so that those see the global state and metrics; the
+    progress reports to the driver (first batch, heartbeats, epochs) last of them."""
     from deepspark.distributed import callbacks as dist_callbacks
+    from deepspark.distributed.progress import progress_callback
 
     callbacks = [
         dist_callbacks.BroadcastInitialState(collectives=backend),
@@ -208,4 +229,5 @@ def _distributed_callbacks(config: TrainConfig, backend, target_rate: float) -> 
                 target_rate, warmup_epochs=config.warmup_epochs, initial_fraction=1 / backend.size
             )
         )
+    callbacks.append(progress_callback(epochs=config.epochs))
     return callbacks

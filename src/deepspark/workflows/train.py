@@ -168,11 +168,15 @@ def _check_callbacks(callbacks: Sequence[Any] | None, config: TrainConfig) -> li
     callbacks = list(callbacks or ())
     rank_callbacks(callbacks, rank=0)  # raises for an item that is not a Keras callback
     if callbacks and _distributed(config):
-        # The distributed worker does not take user callbacks yet (deepspark.distributed).
-        raise UserInputError(
-            "callbacks= runs in local training only for now; leave out --workers / --launcher "
-            f"or the callbacks. Received: workers={config.workers}, launcher={config.launcher!r}"
-        )
+        import cloudpickle
+
+        try:  # they travel to the ranks
+            cloudpickle.dumps(callbacks)
+        except Exception as error:  # noqa: BLE001  whatever cannot be pickled
+            raise UserInputError(
+                "callbacks= for a distributed run must be picklable (they are sent to every "
+                f"worker): {type(error).__name__}: {error}. Received: callbacks={callbacks!r}"
+            ) from error
     return callbacks
 
 
@@ -388,7 +392,7 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbac
     if config.workers > 1 or config.launcher is not None:
         from deepspark.distributed.training import fit_distributed
 
-        outcome = fit_distributed(prepared, store, run_id=run_id)
+        outcome = fit_distributed(prepared, store, run_id=run_id, callbacks=callbacks)
     else:
         outcome = fit_model(prepared, store, callbacks=callbacks)
     if outcome.diverged_at is not None:

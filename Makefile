@@ -6,7 +6,7 @@ STAMP := $(VENV)/.deepspark-installed
 HOROVOD_STAMP := $(VENV)/.deepspark-horovod
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup horovod demo test lint bench clean
+.PHONY: setup horovod browser demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -31,11 +31,18 @@ $(HOROVOD_STAMP): $(STAMP) scripts/build_horovod.sh
 demo: setup
 	$(BIN)/python -m deepspark.demo
 
+# The try-it page's browser test drives Debian's chromium (Playwright's own download is not
+# needed); installed when missing and apt-get is at hand, else the test says how.
+browser:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the serving page test will fail; apt-get install chromium"
+
 # The default suite on the default Keras backend (JAX), in 2 processes (a test module stays in
 # one: module fixtures are shared; the slowest files first, see tests/conftest.py), then the
 # backend-parity set on torch. The slowest tests are listed at the end.
 PYTEST := $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
-test: setup horovod
+test: setup horovod browser
 	$(PYTEST)
 	KERAS_BACKEND=torch $(PYTEST) -m parity
 

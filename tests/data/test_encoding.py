@@ -1,11 +1,13 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from deepspark.data.encoding import (
     FIRST_LEVEL_CODE,
     MISSING_CODE,
     UNSEEN_CODE,
+    encode_arrow_features,
     encode_features,
     encode_target,
 )
@@ -68,3 +70,46 @@ def test_encode_target_classes():
     assert schema.class_labels == ("no", "yes")
     codes = encode_target(frame["y"], schema)
     assert codes.tolist() == (frame["y"] == "yes").astype(int).tolist()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["red", None, "purple", np.nan, "blue"],  # text, missing, unseen
+        pd.Series(["red", None, "purple", "green"], dtype="string"),
+        pd.Series(["red", "purple", "green"], dtype="category"),
+        [1, 2.5, None, True, "red"],  # mixed: matched as text, like the learned levels
+    ],
+)
+def test_category_codes_match_text_and_arrow_gives_the_same(schema, values):
+    color = next(spec for spec in schema.features if spec.name == "color")
+    column = pd.Series(values) if not isinstance(values, pd.Series) else values
+    as_text = [None if pd.isna(value) else str(value) for value in column.astype(object)]
+    expected = [
+        MISSING_CODE
+        if value is None
+        else color.vocabulary.index(value) + FIRST_LEVEL_CODE
+        if value in color.vocabulary
+        else UNSEEN_CODE
+        for value in as_text
+    ]
+    frame = pd.DataFrame({"x1": 1.0, "x2": 0.0, "count": 1, "color": column})
+    encoded = encode_features(frame, schema)
+    assert encoded["categorical"][:, 0].tolist() == expected
+    arrow = pa.table({name: frame[name].astype("float64") for name in ("x1", "x2", "count")})
+    arrow = arrow.append_column("color", pa.array(as_text, type=pa.string()))
+    from_arrow = encode_arrow_features(arrow, schema)
+    for name, values_ in encoded.items():
+        assert from_arrow[name].dtype == values_.dtype
+        np.testing.assert_array_equal(from_arrow[name], values_)
+
+
+def test_text_in_numeric_is_one_check_shared_with_training(schema):
+    for bad in ("oops", [1, 2], {"a": 1}):
+        frame = make_table(rows=3).astype({"x2": object})
+        frame.at[1, "x2"] = bad
+        with pytest.raises(UserInputError, match=r"Column 'x2' is numeric in .* \(row 1: "):
+            encode_features(frame, schema)
+    frame = make_table(rows=3).astype({"x2": object})
+    frame["x2"] = ["1.5", None, True]  # parsable text, missing and booleans are numbers
+    assert encode_features(frame, schema)["numeric"][:, 1].tolist()[::2] == [1.5, 1.0]

@@ -188,8 +188,13 @@ def test_one_failing_request_does_not_fail_the_others_in_its_batch(tabular_dir):
     for index in (0, 2):
         expected = model.predict(frames[index])
         assert answers[index]["prediction"].tolist() == expected["prediction"].tolist()
-    assert counted.batch_requests.counts[0] == 0  # one batch of three, not three of one
-    assert counted.batch_requests.total == 3
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(counted.render())
+        for sample in family.samples
+    }
+    assert samples[("deepspark_batch_requests_bucket", "1.0")] == 0  # one batch of three
+    assert samples[("deepspark_batch_requests_sum", None)] == 3
 
 
 def test_settings_refuse_nonsense_with_the_option_named():

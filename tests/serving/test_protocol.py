@@ -141,6 +141,6 @@ def test_the_try_page_has_one_typed_field_per_column(server):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     for name in COLUMNS[:3]:
-        assert f'data-column="{name}" type="number"' in page
+        assert f'data-column="{name}" data-numeric="true" type="text"' in page
     assert 'data-column="color" type="text" list="l-color"' in page
     assert '<option value="red">' in page and "fetch('invocations'" in page

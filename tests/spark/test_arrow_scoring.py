@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 
 import deepspark
-from deepspark.data.encoding import encode_features
+from deepspark.data.encoding import encode_arrow_features, encode_features
 from deepspark.models.inference import format_predictions
 from deepspark.spark import predict, spark_model
-from deepspark.spark.arrow_scoring import arrow_inputs, arrow_outputs, arrow_udf_available
+from deepspark.spark.arrow_scoring import arrow_outputs, arrow_udf_available
 
 pytestmark = pytest.mark.spark
 
@@ -202,7 +202,7 @@ def test_arrow_encoding_and_outputs_equal_the_pandas_ones(trained_models, task):
         else pa.array(frame[name], from_pandas=True, type=pa.float64())
         for spec, name in zip(model.schema.features, model.schema.feature_names, strict=True)
     ]
-    from_arrow = arrow_inputs(features, model.schema)
+    from_arrow = encode_arrow_features(features, model.schema)
     from_pandas = encode_features(frame, model.schema)
     assert from_arrow.keys() == from_pandas.keys()
     for name, expected in from_pandas.items():
@@ -215,5 +215,5 @@ def test_arrow_encoding_and_outputs_equal_the_pandas_ones(trained_models, task):
     if task != "regression":
         for label, values in zip(model.schema.class_labels, columns[1].flatten(), strict=True):
             np.testing.assert_array_equal(values.to_numpy(), formatted[f"probability_{label}"])
-    empty = arrow_inputs([feature.slice(0, 0) for feature in features], model.schema)
+    empty = encode_arrow_features([feature.slice(0, 0) for feature in features], model.schema)
     assert all(len(values) == 0 for values in empty.values())

@@ -68,11 +68,3 @@ def serve_command(model_uri, tracking_uri, max_request_bytes, **options) -> None
         serve(settings)
     except (UserInputError, MissingDependencyError) as error:
         raise _BadInput(" ".join(str(error).split())) from error
-
-
-def main() -> None:
-    """``python -m deepspark.serving``: the command on its own, with deepspark's logging."""
-    from deepspark.cli.output import configure_logging
-
-    configure_logging(quiet=False)
-    serve_command.main(prog_name="deepspark serve")

@@ -290,12 +290,49 @@ def _column_kind(column: pd.Series, name: str) -> tuple[str, pd.Series]:
     return CATEGORICAL, text
 
 
+def numeric_values(values, name: str, *, training: bool = True) -> np.ndarray:
+    """``values`` (a Series or a sequence) as float64, missing values as NaN; the one check of
+    numeric input that training, scoring and serving share.
+
+    Numbers, booleans and text that parses as a number are accepted; anything else (other
+    text, lists, objects) raises ``text_in_numeric_error``, naming example rows.
+
+    Raises:
+        DataError: A value that is not a number.
+    """
+    column = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    parsed = parse_numbers(column)
+    if (parsed.isna() & column.notna()).any():
+        raise text_in_numeric_error(column, parsed, name, training=training)
+    return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def parse_numbers(column: pd.Series) -> pd.Series:
+    """``column`` parsed as numbers, NaN where a value is missing or not a number (text,
+    lists, objects): compare with ``column.notna()`` to find the values that are not numbers."""
+    try:
+        return pd.to_numeric(column, errors="coerce")
+    except (TypeError, ValueError):  # lists or mappings in cells: parse cell by cell
+        return pd.Series([_number_or_nan(value) for value in column], index=column.index)
+
+
+def _number_or_nan(value) -> float:
+    if isinstance(value, str | int | float | bool | np.number):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return np.nan
+
+
 def text_in_numeric_error(
     column: pd.Series, parsed: pd.Series, name: str, *, training: bool = True
 ) -> DataError:
     """The error for a numeric column with some non-numeric cells, naming example rows."""
     bad = column[column.notna() & parsed.isna()]
-    examples = ", ".join(f"row {index}: {value!r}" for index, value in bad.head(3).items())
+    examples = ", ".join(f"row {index}: {_short(value)}" for index, value in bad.head(3).items())
     share = 100 * (1 - len(bad) / column.notna().sum())
     return DataError(
         f"Column '{name}' is numeric in {share:.0f}% of rows but has text in {len(bad)} "
@@ -303,6 +340,11 @@ def text_in_numeric_error(
         f"{f', or leave the column out with --exclude {name}' if training else ''}. "
         f"Received: column={name!r}"
     )
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def learn_vocabularies(schema: FeatureSchema, train: pd.DataFrame) -> FeatureSchema:

@@ -26,7 +26,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from deepspark.data.schema import NUMERIC, FeatureSchema, label_type, require_columns
+from deepspark.data.schema import (
+    NUMERIC,
+    FeatureSchema,
+    label_type,
+    parse_numbers,
+    require_columns,
+)
 from deepspark.errors import UserInputError
 
 #: An image model's output column naming why a row's image could not be scored.
@@ -122,7 +128,7 @@ class TabularKind(ModelKind):
             column = frame[name]
             if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
                 continue
-            text = (pd.to_numeric(column, errors="coerce").isna() & column.notna()).to_numpy()
+            text = (parse_numbers(column).isna() & column.notna()).to_numpy()
             for position in np.flatnonzero(text & ~bad)[: most - len(examples)]:
                 examples.append(f"row {start + position}: {name}={column.iloc[position]!r}")
             bad |= text

@@ -79,6 +79,7 @@ class ModelServer:
                 await loading
             if self.batcher is not None:
                 await self.batcher.stop()
+            self.metrics.close()
 
     async def _load(self) -> None:
         from deepspark.tracking.pyfunc import model_signature
@@ -104,6 +105,7 @@ class ModelServer:
         )
         batcher.start()
         self.batcher = batcher
+        self.metrics.model_ready.set(1)
         logger.info("serving %s on http://%s:%s", self.settings.model_uri,
                     self.settings.host, self.settings.port)  # fmt: skip
 

@@ -1,116 +1,109 @@
-"""Server metrics in the Prometheus text format (``GET /metrics``), without a client library.
+"""Server metrics in the Prometheus text format (``GET /metrics``), with ``prometheus_client``.
 
-One process's counts: requests by status, request latency and batch sizes as histograms, errors
-by code, and the queue length. With ``--workers N`` each worker counts its own requests, as a
-scrape of one worker's port sees them.
+Requests by status, request latency and batch sizes as histograms, errors by code, rows scored
+and the queue length. One process keeps its metrics in a registry of its own (several apps in
+one process, as in tests, do not mix). With ``--workers N`` every worker writes its values to
+files in one folder (``prometheus_client``'s multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``,
+set by ``serve``) and a scrape of any worker answers the sums over all of them (the queue
+length: the sum over the live workers; ``deepspark_model_ready``: one sample per live worker,
+labelled with its ``pid``), as Gunicorn and uvicorn deployments do.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
+import os
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: prometheus_client's folder of per-process value files (multiprocess mode).
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class Histogram:
-    """Cumulative-bucket histogram: ``observe(value)``, rendered as ``_bucket``/``_sum``/``_count``.
-
-    Args:
-        name: Metric name.
-        help_text: The ``# HELP`` line.
-        buckets: Upper bounds, increasing (``+Inf`` is added).
-    """
-
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]):
-        self.name = name
-        self.help_text = help_text
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-
-    def lines(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
-        cumulative = 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            cumulative += count
-            label = "+Inf" if bound == float("inf") else _number(bound)
-            lines.append(f'{self.name}_bucket{{le="{label}"}} {cumulative}')
-        lines.append(f"{self.name}_sum {_number(self.total)}")
-        lines.append(f"{self.name}_count {cumulative}")
-        return lines
+def multiprocess_folder() -> str | None:
+    """The multiprocess folder when this process is one of several workers, else ``None``."""
+    return os.environ.get(MULTIPROCESS_VARIABLE) or None
 
 
 class ServerMetrics:
     """The counters of one server process (safe to update from the batcher thread)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.requests: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.folder = multiprocess_folder()
+        self._queue_length = 0
+        # Multiprocess values live in files and are collected from there, not from a registry.
+        self.registry = None if self.folder else CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "deepspark_requests", "Requests to /invocations by HTTP status.", ["status"],
+            registry=registry,
+        )  # fmt: skip
+        self.errors = Counter(
+            "deepspark_errors", "Failed /invocations requests by error code.", ["error_code"],
+            registry=registry,
+        )  # fmt: skip
+        self.rows = Counter(
+            "deepspark_predicted_rows", "Rows scored by the model.", registry=registry
+        )
+        self.queue = Gauge(
+            "deepspark_queue_length", "Requests waiting for the model.",
+            multiprocess_mode="livesum", registry=registry,
+        )  # fmt: skip
+        # One sample per live worker (labelled by ``pid`` when there are several).
+        self.model_ready = Gauge(
+            "deepspark_model_ready", "1 once the model is loaded and warmed, else 0.",
+            multiprocess_mode="liveall", registry=registry,
+        )  # fmt: skip
         self.latency = Histogram(
             "deepspark_request_duration_seconds",
             "Time from receiving a /invocations request to its response.",
-            LATENCY_BUCKETS,
-        )
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self.batch_rows = Histogram(
-            "deepspark_batch_rows", "Rows in each model call of the batcher.", BATCH_BUCKETS
-        )
+            "deepspark_batch_rows", "Rows in each model call of the batcher.",
+            buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
         self.batch_requests = Histogram(
-            "deepspark_batch_requests", "Requests coalesced into each model call.", BATCH_BUCKETS
-        )
-        self.rows_total = 0
-        self.queue_length = 0
+            "deepspark_batch_requests", "Requests coalesced into each model call.",
+            buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+
+    @property
+    def queue_length(self) -> int:
+        return self._queue_length
+
+    @queue_length.setter
+    def queue_length(self, length: int) -> None:
+        self._queue_length = length
+        self.queue.set(length)
 
     def request_done(self, status: int, seconds: float, error_code: str | None = None) -> None:
-        with self._lock:
-            key = str(status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            self.latency.observe(seconds)
-            if error_code is not None:
-                self.errors[error_code] = self.errors.get(error_code, 0) + 1
+        self.requests.labels(status=str(status)).inc()
+        self.latency.observe(seconds)
+        if error_code is not None:
+            self.errors.labels(error_code=error_code).inc()
 
     def batch_done(self, rows: int, requests: int) -> None:
-        with self._lock:
-            self.batch_rows.observe(rows)
-            self.batch_requests.observe(requests)
-            self.rows_total += rows
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+        self.rows.inc(rows)
 
     def render(self) -> str:
-        """The Prometheus text exposition of every metric."""
-        with self._lock:
-            lines = _counter(
-                "deepspark_requests_total", "Requests to /invocations by HTTP status.",
-                "status", self.requests,
-            )  # fmt: skip
-            lines += _counter(
-                "deepspark_errors_total", "Failed /invocations requests by error code.",
-                "error_code", self.errors,
-            )  # fmt: skip
-            lines += [
-                "# HELP deepspark_predicted_rows_total Rows scored by the model.",
-                "# TYPE deepspark_predicted_rows_total counter",
-                f"deepspark_predicted_rows_total {self.rows_total}",
-                "# HELP deepspark_queue_length Requests waiting for the model.",
-                "# TYPE deepspark_queue_length gauge",
-                f"deepspark_queue_length {self.queue_length}",
-            ]
-            for histogram in (self.latency, self.batch_rows, self.batch_requests):
-                lines += histogram.lines()
-        return "\n".join(lines) + "\n"
+        """The Prometheus text exposition of every metric (over all workers)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
+        registry = self.registry
+        if registry is None:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.folder)
+        return generate_latest(registry).decode()
 
-def _counter(name: str, help_text: str, label: str, values: dict[str, int]) -> list[str]:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
-    lines += [f'{name}{{{label}="{key}"}} {count}' for key, count in sorted(values.items())]
-    return lines
+    def close(self) -> None:
+        """This worker stops: its live gauges leave the sums (its counts stay in them)."""
+        if self.folder:
+            from prometheus_client.multiprocess import mark_process_dead
 
-
-def _number(value: float) -> str:
-    return repr(float(value)) if not float(value).is_integer() else f"{float(value):.1f}"
+            mark_process_dead(os.getpid(), self.folder)

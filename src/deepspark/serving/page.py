@@ -1,9 +1,11 @@
 """``GET /``: a small page to try the model, generated from its input signature.
 
-One typed field per input column (a number field for numeric columns, a text field with the
+One typed field per input column (a decimal field for numeric columns, a text field with the
 known levels as suggestions for text columns, a file picker for a binary column); the page posts
 ``dataframe_records`` JSON (or a multipart upload for files) to ``/invocations`` and shows the
-prediction with one bar per class probability. No framework, no external assets.
+prediction with one bar per class probability, or the server's one-line error (the server is the
+one validator: a value that is not a number is sent as typed and the error names the field). No
+framework, no external assets.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ form.addEventListener('submit', async (event) => {
     const record = {};
     for (const input of form.querySelectorAll('input[data-column]')) {
       const value = input.value.trim();
-      record[input.dataset.column] = value === '' ? null
-        : input.type === 'number' ? Number(value) : value;
+      // A number field sends what does not parse as typed: the server names the bad field.
+      const number = input.dataset.numeric === 'true' && value !== '' ? Number(value) : NaN;
+      record[input.dataset.column] = value === '' ? null : Number.isFinite(number) ? number : value;
     }
     request = {method: 'POST', headers: {'Content-Type': 'application/json'},
                body: JSON.stringify({dataframe_records: [record]})};
@@ -96,7 +99,10 @@ def _field(column: InputColumn, levels: list[str]) -> str:
     if column.type == "binary":
         return f'{label}<input id="f-{name}" type="file" accept="image/*">'
     if column.type in NUMERIC_TYPES:
-        return f'{label}<input id="f-{name}" data-column="{name}" type="number" step="any">'
+        return (
+            f'{label}<input id="f-{name}" data-column="{name}" data-numeric="true" type="text" '
+            'inputmode="decimal" placeholder="number">'
+        )
     options = "".join(f'<option value="{html.escape(str(level))}">' for level in levels)
     suggestions = f'<datalist id="l-{name}">{options}</datalist>' if levels else ""
     listed = f' list="l-{name}"' if levels else ""

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from deepspark.data.image_inputs import PATH_COLUMN
+from deepspark.data.schema import numeric_values
+from deepspark.errors import DataError
 from deepspark.serving.protocol import RequestError
 
 NUMERIC_TYPES = ("double", "float", "long", "integer")
@@ -121,27 +123,17 @@ def _typed(values: Sequence[Any], column: InputColumn, allow_paths: bool) -> np.
 
 
 def _numeric(values: Sequence[Any], name: str) -> np.ndarray:
-    if isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not isinstance(values, pd.Series):
+        try:  # the common case, numbers and nulls, in one NumPy call
+            parsed = np.asarray(values, dtype=np.float64)
+            if parsed.ndim == 1:
+                return parsed
+        except (ValueError, TypeError):
+            pass
     try:
-        parsed = np.asarray(values, dtype=np.float64)
-        if parsed.ndim == 1:
-            return parsed
-    except (ValueError, TypeError):
-        pass
-    for row, value in enumerate(values):
-        if not _missing(value):
-            try:
-                float(value)
-                if isinstance(value, str | int | float | bool | np.number):
-                    continue
-            except (ValueError, TypeError):
-                pass
-            raise RequestError(
-                f"Column '{name}' must hold numbers (or null); row {row} has {value!r}. "
-                f"Received: {name}={value!r}"[:300]
-            )
-    raise RequestError(f"Column '{name}' must hold numbers (or null). Received: {name}=<values>")
+        return numeric_values(values, name, training=False)
+    except DataError as error:
+        raise RequestError(str(error)) from None
 
 
 def _objects(values: Sequence[Any]) -> np.ndarray:

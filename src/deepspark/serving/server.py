@@ -1,10 +1,15 @@
-"""Running the app: one uvicorn process, or ``--workers N`` processes from an app factory."""
+"""Running the app: one uvicorn process, or ``--workers N`` processes from an app factory
+(their ``/metrics`` aggregated through a shared folder, ``serving.metrics``)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import tempfile
+from collections.abc import Iterator
 
+from deepspark.serving.metrics import MULTIPROCESS_VARIABLE
 from deepspark.serving.settings import SETTINGS_VARIABLE, ServeSettings
 
 #: Seconds beyond ``timeout_s`` that a shutdown waits for in-flight requests.
@@ -43,9 +48,25 @@ def serve(settings: ServeSettings) -> None:
         uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
         return
     os.environ[SETTINGS_VARIABLE] = settings.to_json()
-    uvicorn.run(
-        "deepspark.serving.app:create_app_from_environment",
-        factory=True,
-        workers=settings.workers,
-        **options,
-    )
+    with _metrics_folder():
+        uvicorn.run(
+            "deepspark.serving.app:create_app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **options,
+        )
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """An empty folder where the workers write their metrics (``/metrics`` answers the sums),
+    removed afterwards; a folder the user set in ``PROMETHEUS_MULTIPROC_DIR`` is kept."""
+    if os.environ.get(MULTIPROCESS_VARIABLE):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="deepspark-metrics-") as folder:
+        os.environ[MULTIPROCESS_VARIABLE] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROCESS_VARIABLE]

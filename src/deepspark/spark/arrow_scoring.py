@@ -14,10 +14,10 @@ classification, ``probability`` (a struct of one ``double`` per class).
 - ``predict_arrow`` (Spark 4.0): ``DataFrame.mapInArrow``; every column crosses to Python and
   back (a feature that needs no cast is read from its passthrough column, so it crosses once).
 
-The encoding follows ``data.encoding.encode_features`` exactly (same codes: missing, unseen,
-vocabulary order; nulls left to the model's imputation layers), so the outputs equal
-``DeepsparkModel.predict`` and the pandas UDF on the same rows. The model is loaded once per
-Python worker (``udf.worker_model``).
+The encoding is ``data.encoding.encode_arrow_features``, which equals ``encode_features``
+exactly (same codes: missing, unseen, vocabulary order; nulls left to the model's imputation
+layers), so the outputs equal ``DeepsparkModel.predict`` and the pandas UDF on the same rows.
+The model is loaded once per Python worker (``udf.worker_model``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from deepspark.data.encoding import (
-    CATEGORICAL_INPUT,
-    FIRST_LEVEL_CODE,
-    MISSING_CODE,
-    NUMERIC_INPUT,
-    UNSEEN_CODE,
-)
+from deepspark.data.encoding import encode_arrow_features
 from deepspark.data.schema import NUMERIC, FeatureSchema, label_type
 from deepspark.spark.columns import feature_columns, quote
 from deepspark.spark.udf import output_type, worker_model
@@ -224,52 +218,8 @@ def score_arrow(model, features: list) -> list:
     """
     from deepspark.models.inference import predict_arrays
 
-    output = predict_arrays(model.keras_model, arrow_inputs(features, model.schema))
+    output = predict_arrays(model.keras_model, encode_arrow_features(features, model.schema))
     return arrow_outputs(output, model.schema)
-
-
-def arrow_inputs(features: list, schema: FeatureSchema) -> dict[str, np.ndarray]:
-    """Arrow feature columns -> the model's inputs, as ``data.encoding.encode_features`` builds
-    them from pandas: float32 numerics with NaN for nulls, int32 vocabulary codes."""
-    by_name = dict(zip(schema.feature_names, features, strict=True))
-    inputs: dict[str, np.ndarray] = {}
-    rows = len(features[0]) if features else 0
-    if schema.numeric_names:
-        numeric = np.empty((rows, len(schema.numeric_names)), dtype=np.float32)
-        for position, name in enumerate(schema.numeric_names):
-            numeric[:, position] = _numeric_values(by_name[name])
-        inputs[NUMERIC_INPUT] = numeric
-    if schema.categorical_names:
-        codes = np.empty((rows, len(schema.categorical_names)), dtype=np.int32)
-        for position, spec in enumerate(schema.categorical_specs):
-            codes[:, position] = _category_codes(by_name[spec.name], spec.vocabulary)
-        inputs[CATEGORICAL_INPUT] = codes
-    return inputs
-
-
-def _numeric_values(array) -> np.ndarray:
-    """A double Arrow array as floats, nulls as NaN (no copy when it has no nulls)."""
-    import pyarrow as pa
-
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array.to_numpy(zero_copy_only=False)
-
-
-def _category_codes(array, vocabulary: tuple[str, ...]) -> np.ndarray:
-    """Text levels -> codes: missing, unseen, then the vocabulary's order (as pandas does)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    levels = pa.array(list(vocabulary), type=array.type)
-    found = pc.fill_null(pc.index_in(array, value_set=levels), -1).to_numpy()
-    present = array.is_valid().to_numpy(zero_copy_only=False)
-    # index_in gives null for missing and unseen levels alike; split them.
-    return np.where(
-        found >= 0, found + FIRST_LEVEL_CODE, np.where(present, UNSEEN_CODE, MISSING_CODE)
-    ).astype(np.int32)
 
 
 def arrow_outputs(output: np.ndarray, schema: FeatureSchema) -> list:

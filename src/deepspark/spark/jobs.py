@@ -73,6 +73,7 @@ def score_to_parquet(
             where possible; otherwise the worker's deepspark message.
         ModelNotFoundError: The model URI does not resolve (checked on the driver).
     """
+    from deepspark.models.kinds import kind_of
     from deepspark.spark.images import file_count, is_image_files_source, read_image_files
     from deepspark.spark.scoring import predict, register_model, set_arrow_batch_rows, spark_model
     from deepspark.spark.session import get_session, read_source
@@ -85,7 +86,7 @@ def score_to_parquet(
             f"Output already exists; pass --overwrite to replace it. Received: output={output!r}"
         )
     resolved = spark_model(spark, model_uri)
-    images = resolved.model.kind == "image"
+    images = kind_of(resolved.model.schema).reads_images
     image_files = images and is_image_files_source(source, spark)
     if image_files:
         frame = read_image_files(spark, source)

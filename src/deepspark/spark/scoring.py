@@ -7,15 +7,11 @@ import logging
 
 from deepspark.errors import UserInputError
 from deepspark.models.inference import ERROR_COLUMN
-from deepspark.spark.arrow_scoring import (
-    arrow_supported,
-    arrow_udf_available,
-    make_arrow_udf,
-    predict_arrow,
-)
-from deepspark.spark.columns import feature_columns, quote
-from deepspark.spark.images import image_batch_limits, image_input_column
-from deepspark.spark.udf import make_column_udf, make_image_udf, make_scoring_udf, ship_model
+from deepspark.models.kinds import kind_of
+from deepspark.spark.arrow_scoring import arrow_supported, predict_arrow
+from deepspark.spark.columns import quote
+from deepspark.spark.kind_scoring import spark_scoring
+from deepspark.spark.udf import ship_model
 from deepspark.tracking.model import DeepsparkModel, resolve_model_dir
 
 logger = logging.getLogger(__name__)
@@ -54,15 +50,8 @@ def spark_model(spark, model_uri: str) -> SparkModel:
     model_dir = resolve_model_dir(model_uri)
     model = DeepsparkModel.from_directory(model_dir)
     shipped_name = ship_model(spark, model_dir)
-    if model.kind == "image":
-        image_udf = make_image_udf(shipped_name, model.schema)
-        return SparkModel(model, shipped_name, image_udf, image_udf)
     return SparkModel(
-        model,
-        shipped_name,
-        make_scoring_udf(shipped_name, model.schema),
-        make_column_udf(shipped_name, model.schema),
-        make_arrow_udf(shipped_name, model.schema) if arrow_udf_available() else None,
+        model, shipped_name, *spark_scoring(model.schema).udfs(shipped_name, model.schema)
     )
 
 
@@ -113,10 +102,11 @@ def predict(
     spark = frame.sparkSession
     resolved = model_uri if isinstance(model_uri, SparkModel) else spark_model(spark, model_uri)
     schema = resolved.model.schema
+    scoring = spark_scoring(schema)
     scoring_udf = resolved.column_udf
     if arrow and resolved.arrow_udf is not None:
         scoring_udf = resolved.arrow_udf
-    elif arrow and schema.image is None and arrow_supported(frame):  # Spark 4.0
+    elif arrow and scoring.scores_arrow and arrow_supported(frame):  # Spark 4.0
         scored = predict_arrow(
             frame,
             resolved.shipped_name,
@@ -126,16 +116,13 @@ def predict(
         )
         set_arrow_batch_rows(spark, batch_rows)
         return scored
-    if schema.image is not None:
-        image_batch_limits(spark, schema, batch_bytes)
-        features = [image_input_column(frame, schema)]
-    else:
-        features = feature_columns(frame, schema)
+    scoring.limit_batches(spark, schema, batch_bytes)
+    features = scoring.inputs(frame, schema)
     set_arrow_batch_rows(spark, batch_rows)
     outputs = {"prediction": prediction_col}
     if resolved.model.task != "regression":
         outputs["probability"] = probability_col
-    if schema.image is not None:
+    if ERROR_COLUMN in [column.name for column in kind_of(schema).output_columns(schema)]:
         outputs[ERROR_COLUMN] = ERROR_COLUMN
     kept = [quote(name) for name in frame.columns if name not in outputs.values()]
     scored = scoring_udf(*features)
@@ -174,8 +161,7 @@ def register_model(
             f"digit. Received: name={name!r}"
         )
     resolved = model_uri if isinstance(model_uri, SparkModel) else spark_model(spark, model_uri)
-    if resolved.model.kind == "image":
-        image_batch_limits(spark, resolved.model.schema, batch_bytes)
+    spark_scoring(resolved.model.schema).limit_batches(spark, resolved.model.schema, batch_bytes)
     return spark.udf.register(name, resolved.udf)
 
 

@@ -95,13 +95,14 @@ def visualize(
 def _decode(image, model, model_uri: str) -> np.ndarray:
     """The image as the model takes it: ``(height, width, channels)`` uint8."""
     from deepspark.data.image_decode import ImageDecodeError, decode_image
+    from deepspark.models.kinds import kind_of
 
-    spec = model.schema.image
-    if spec is None:
+    if not kind_of(model.schema).reads_images:
         raise UserInputError(
             f"This model takes tables, not images; give an image model (one trained on an "
             f"image folder). Received: model={model_uri!r}"
         )
+    spec = model.schema.image
     try:
         return decode_image(image, size=spec.size, channels=spec.channels)
     except ImageDecodeError as error:

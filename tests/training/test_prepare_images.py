@@ -42,8 +42,9 @@ def test_the_folders_own_split_is_used(tmp_path):
     pattern_folder(tmp_path / "data" / "train", per_class=20, mess=False)
     pattern_folder(tmp_path / "data" / "val", per_class=4, mess=False, seed=1)
     prepared = prepare(tmp_path / "data", image_size="8")
-    assert prepared.split.sizes() == {"train": 40, "val": 8, "test": 0}
-    assert prepared.inputs["val"].shape == (8, 8, 8, 3)
+    # No test/ folder: half of val is held out as the test split (per class, seeded).
+    assert prepared.split.sizes() == {"train": 40, "val": 4, "test": 4}
+    assert prepared.inputs["val"].shape == (4, 8, 8, 3)
 
 
 def test_large_data_streams_from_files(tmp_path, monkeypatch):

@@ -15,6 +15,8 @@ happen. Freezing and unfreezing are ``freeze_base`` /
 
 from __future__ import annotations
 
+import dataclasses
+
 from deepspark._backend import import_keras
 from deepspark.data.schema import FeatureSchema
 from deepspark.models.applications import build_pretrained, find_application, pretrained_network
@@ -77,9 +79,42 @@ def freeze_base(model: keras.Model) -> None:
     base_network(model).trainable = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Unfrozen:
+    """What unfreezing the top of a base did.
+
+    Attributes:
+        requested: Layers with weights asked for (``"all"``: every layer of the base that has
+            weights).
+        unfrozen: Of those, the layers that are trainable now.
+        batch_norm_frozen: Of those, the BatchNormalization layers kept frozen.
+    """
+
+    requested: int
+    unfrozen: int
+    batch_norm_frozen: int
+
+    def describe(self) -> str:
+        """One line for the log: how many layers were asked for, unfrozen, and why fewer."""
+        line = f"{self.requested} layers requested: {self.unfrozen} unfrozen"
+        if self.batch_norm_frozen:
+            line += (
+                f", {self.batch_norm_frozen} BatchNormalization layers kept frozen (their "
+                "statistics stay ImageNet's)"
+            )
+        return line
+
+
 def unfreeze_top(model: keras.Model, count: int | str) -> int:
     """Unfreeze the top ``count`` layers of the base (``"all"``: every layer) except its
-    BatchNorm layers; returns how many layers that hold weights are trainable now.
+    BatchNorm layers; returns how many layers that hold weights are trainable now (see
+    ``unfreeze_top_layers`` for the whole account)."""
+    return unfreeze_top_layers(model, count).unfrozen
+
+
+def unfreeze_top_layers(model: keras.Model, count: int | str) -> Unfrozen:
+    """Unfreeze the top ``count`` layers that hold weights of the base (``"all"``: every one)
+    except its BatchNorm layers, and say how many were asked for, unfrozen and kept frozen.
 
     BatchNorm layers stay frozen: a frozen BatchNorm runs in inference mode with its ImageNet
     statistics. (Calling the base with ``training=False`` is not enough on Keras 3: ``fit``'s
@@ -87,8 +122,14 @@ def unfreeze_top(model: keras.Model, count: int | str) -> int:
     network = base_network(model)
     network.trainable = True
     weighted = [layer for layer in network.layers if layer.weights]
-    frozen = [] if count == "all" else weighted[: max(0, len(weighted) - int(count))]
-    frozen += [layer for layer in weighted if isinstance(layer, layers.BatchNormalization)]
-    for layer in frozen:
-        layer.trainable = False
-    return len(set(map(id, weighted)) - set(map(id, frozen)))
+    top = weighted if count == "all" else weighted[max(0, len(weighted) - int(count)) :]
+    batch_norm = [layer for layer in top if isinstance(layer, layers.BatchNormalization)]
+    top_ids = set(map(id, top))
+    for layer in weighted:
+        if id(layer) not in top_ids or isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+    return Unfrozen(
+        requested=len(weighted) if count == "all" else int(count),
+        unfrozen=len(top) - len(batch_norm),
+        batch_norm_frozen=len(batch_norm),
+    )

@@ -123,7 +123,8 @@ def fit_model(
             "callbacks= does not apply to a run with fine-tuning phases yet; leave out "
             f"--fine-tune-layers or the callbacks. Received: callbacks={list(callbacks)!r}"
         )
-    if config.base and config.fine_tune_layers:
+    if config.base and (config.fine_tune_layers or not callbacks):
+        # Pretrained bases: a frozen base's features are computed once (training/transfer.py).
         from deepspark.training.transfer import fit_transfer
 
         return fit_transfer(prepared, store)

@@ -150,9 +150,42 @@ def _split(config: TrainConfig, frame: pd.DataFrame) -> DataSplit:
             stratify=parts["train"][config.target].astype(str),
         )
         parts["train"], parts["val"] = drawn.train, drawn.val
+    elif parts["test"].empty:  # train/ and val/ only: the test split comes out of val/
+        parts["val"], parts["test"] = _hold_out_test(config, parts["val"])
     used = ", ".join(name for name, part in parts.items() if len(part))
     logger.info("using the folder's own split (%s)", used)
     return DataSplit(**parts)
+
+
+def _hold_out_test(config: TrainConfig, val: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(val, test)`` from a ``val/`` folder when there is no ``test/`` folder: per class, a
+    seeded draw of ``test_fraction / (val_fraction + test_fraction)`` of its images (half with
+    the defaults) becomes the test split, so that a test score exists. Nothing is held out with
+    ``test_fraction=0`` or when either part would have fewer than ``MIN_EVAL_ROWS`` images."""
+    share = config.test_fraction / (config.val_fraction + config.test_fraction)
+    rng = np.random.default_rng(config.seed)
+    codes = pd.factorize(val[config.target].astype(str).to_numpy(), sort=True)[0]
+    held = np.zeros(len(val), dtype=bool)
+    for code in range(codes.max() + 1 if len(codes) else 0):
+        rows = rng.permutation(np.flatnonzero(codes == code))
+        held[rows[: int(round(len(rows) * share))]] = True
+    count = int(held.sum())
+    if count < MIN_EVAL_ROWS or len(val) - count < MIN_EVAL_ROWS:
+        if share > 0:
+            logger.info(
+                "no test/ folder, and val/ has too few images (%d) to hold some out as test: "
+                "no test split",
+                len(val),
+            )
+        return val, val.iloc[:0]
+    logger.info(
+        "no test/ folder: %d of the %d val images held out as test (test_fraction / "
+        "(val_fraction + test_fraction) of each class, seed %d)",
+        count,
+        len(val),
+        config.seed,
+    )
+    return val[~held].reset_index(drop=True), val[held].reset_index(drop=True)
 
 
 def _image_spec(config: TrainConfig, train_sources: list) -> ImageSpec:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deepspark._backend import import_keras
-from deepspark.models.transfer import unfreeze_top
+from deepspark.models.transfer import unfreeze_top_layers
 from deepspark.tracking.run import deferred_interrupts
 from deepspark.training.checkpoint import CheckpointStore
 from deepspark.training.fit import (
@@ -43,6 +43,8 @@ logger = logging.getLogger("deepspark.training")
 
 HEAD_PHASE, FINE_TUNE_PHASE = "head", "fine_tune"
 FINE_TUNE_MODEL_FILE = "model-fine-tune.keras"
+# A plateau: validation loss improving by less than this is no improvement (transfer runs).
+DEFAULT_MIN_DELTA = 1e-3
 
 
 def fine_tune_rate(config) -> float:
@@ -62,30 +64,32 @@ PhaseRunner = Callable[..., FitOutcome]
 def fit_transfer(
     prepared: PreparedData, store: CheckpointStore, *, runner: PhaseRunner | None = None
 ) -> FitOutcome:
-    """Both phases (or what is left of them after a resume), each run by ``runner``
-    (default ``fit_phase``: this process)."""
+    """Both phases (or what is left of them after a resume; the head phase alone without
+    ``fine_tune_layers``), each run by ``runner`` (default ``fit_phase``: this process)."""
     runner = runner or fit_phase
     state = store.read_state()
     if state is not None and state.get("phase") == FINE_TUNE_PHASE:
         store.model_file = FINE_TUNE_MODEL_FILE
         return runner(prepared, store, state=state, model=None, phase=FINE_TUNE_PHASE)
     head = runner(prepared, store, state=state, model=None, phase=HEAD_PHASE)
-    if head.diverged_at is not None:
-        return head
     config = prepared.config
+    if head.diverged_at is not None or not config.fine_tune_layers:
+        return head
     store.model_file = FINE_TUNE_MODEL_FILE
     model = head.model  # the head phase's best weights (early stopping restored them)
-    trainable = unfreeze_top(model, config.fine_tune_layers)
+    unfrozen = unfreeze_top_layers(model, config.fine_tune_layers)
     rate = fine_tune_rate(config)
     compile_model(model, prepared, rate)
     logger.info(
-        "fine-tuning: %d layers of the base unfrozen, learning rate %.3g, up to %d epochs",
-        trainable,
+        "fine-tuning: %s; learning rate %.3g, up to %d epochs",
+        unfrozen.describe(),
         rate,
         config.fine_tune_epochs,
     )
     seed = continuing_state(head)
-    return runner(prepared, store, state=seed, model=model, phase=FINE_TUNE_PHASE)
+    outcome = runner(prepared, store, state=seed, model=model, phase=FINE_TUNE_PHASE)
+    # The fine-tuning phase continues the head phase: a resume only if the head phase was one.
+    return dataclasses.replace(outcome, resumed_from_epoch=head.resumed_from_epoch)
 
 
 def continuing_state(head: FitOutcome) -> dict:
@@ -122,7 +126,9 @@ def phase_settings(config, phase: str, state) -> tuple[Any, dict[str, Any]]:
 
 
 def fit_phase(prepared, store, *, state, model, phase: str) -> FitOutcome:
-    """One phase on this process."""
+    """One phase on this process. The head phase trains on the frozen base's features,
+    computed once, when nothing changes them from epoch to epoch (no augmentation; see
+    ``cached_features``)."""
     config, extras = phase_settings(prepared.config, phase, state)
     resumed = model is None and state is not None
     if model is None:
@@ -132,11 +138,48 @@ def fit_phase(prepared, store, *, state, model, phase: str) -> FitOutcome:
         with deferred_interrupts():
             relog_missing_epochs(state["history"])
         logger.info("Resuming the %s phase after epoch %d", phase, state["epoch"] + 1)
+    callbacks = default_callbacks(config, store, state=state, extras=extras)
+    set_min_delta(callbacks.early_stopping, config, log=phase == HEAD_PHASE and state is None)
+    if phase == HEAD_PHASE and not config.augment:
+        from deepspark.training.cached_features import fit_head_on_features
+
+        outcome = fit_head_on_features(
+            model, prepared, config=config, callbacks=callbacks, state=state
+        )
+        if outcome is not None:
+            return outcome
     return run_fit(
         model,
         config,
         train=(prepared.inputs["train"], prepared.targets["train"]),
         validation=(prepared.inputs["val"], prepared.targets["val"]),
-        callbacks=default_callbacks(config, store, state=state, extras=extras),
+        callbacks=callbacks,
         state=state,
     )
+
+
+def min_delta(config) -> float:
+    """Early stopping's least decrease of the validation loss that counts as an improvement:
+    ``config.min_delta`` when the settings have one, else ``DEFAULT_MIN_DELTA``."""
+    value = getattr(config, "min_delta", None)
+    return DEFAULT_MIN_DELTA if value is None else float(value)
+
+
+def set_min_delta(early_stopping, config, *, log: bool) -> None:
+    """Make ``early_stopping`` (a fresh Keras ``EarlyStopping``) stop on a plateau: a validation
+    loss that improves by less than ``min_delta`` is no improvement. With ``log``, the value is
+    logged (an MLflow param ``min_delta`` unless it is a setting, logged with the others)."""
+    value = min_delta(config)
+    early_stopping.min_delta = abs(value)
+    if not log:
+        return
+    logger.info(
+        "early stopping: val_loss must improve by at least %g within %d epochs",
+        value,
+        early_stopping.patience,
+    )
+    if not hasattr(config, "min_delta"):  # a settings field would be logged with the others
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.log_param("min_delta", value)

@@ -137,6 +137,7 @@ def spark():
 # (--no-loadscope-reorder), so the longest go first and short files fill in at the end instead of
 # one long file running alone while the other process idles. Other files count 1 s per test.
 SLOW_FILES = {
+    "tests/examples/test_labs.py": 520,
     "tests/distributed/test_train_distributed.py": 320,
     "tests/integration/test_demo.py": 180,
     "tests/training/test_transfer.py": 170,

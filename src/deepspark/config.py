@@ -139,6 +139,10 @@ class TrainConfig:
             ``reduce_lr``), ``cosine`` (cosine decay to 0 over the ``epochs`` budget; set
             ``patience`` to ``epochs`` to train the whole budget and keep the best epoch) or
             ``constant``.
+        bagging: Members of a bagged k-fold ensemble of a table held in memory (2-20): each
+            trains on ``bagging - 1`` folds of the training + validation rows with early stopping
+            on its own fold; validation metrics are out-of-fold; the test split is scored once by
+            the averaged model (one artifact). 1: one network.
         register: After a successful run, register the logged model as a new version of this
             registered model (MLflow model registry); ``None``: no registration.
         aliases: Aliases to point at that new version (``champion``...; MLflow 3 aliases, not
@@ -200,6 +204,7 @@ class TrainConfig:
     numeric_embedding: str = "periodic"
     weight_decay: float | None = None
     lr_schedule: str = "plateau"
+    bagging: int = 1
     register: str | None = None
     aliases: tuple[str, ...] = ()
     tensorboard: str | None = None
@@ -300,9 +305,17 @@ def validate_config(config: TrainConfig) -> None:
     _validate_tabular_net(config)
     if config.max_memory_mb is not None and not float(config.max_memory_mb) > 0:
         raise _invalid("max_memory_mb", "must be a positive number of MB", config.max_memory_mb)
-    for name in ("epochs", "batch_size", "patience", "workers", "ensemble_size"):
+    for name in ("epochs", "batch_size", "patience", "workers", "ensemble_size", "bagging"):
         if getattr(config, name) is not None and int(getattr(config, name)) <= 0:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
+    if config.bagging > 20:
+        raise _invalid("bagging", "must be 1 (no bagging) to 20", config.bagging)
+    if config.bagging > 1 and (config.workers > 1 or config.launcher is not None):
+        raise _invalid(
+            "bagging",
+            "trains its members in one process for now; leave out --workers / --launcher",
+            config.bagging,
+        )
     _validate_distributed(config)
     _validate_images(config)
     _validate_registration(config)

@@ -150,6 +150,9 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--numeric-embedding", help="tabular_net: periodic (default) or none.")
 @click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
 @click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")
+@click.option(
+    "--bagging", type=int, help="K > 1: a bagged k-fold ensemble of K networks (tables in memory)."
+)
 @click.option("--register", help="Register the logged model as a new version of this name.")
 @click.option(
     "--alias",

@@ -167,6 +167,11 @@ def _check_callbacks(callbacks: Sequence[Any] | None, config: TrainConfig) -> li
 
     callbacks = list(callbacks or ())
     rank_callbacks(callbacks, rank=0)  # raises for an item that is not a Keras callback
+    if callbacks and config.bagging > 1:
+        raise UserInputError(
+            "callbacks= does not apply to a bagged ensemble yet (its members train quietly); "
+            f"leave out bagging or the callbacks. Received: bagging={config.bagging}"
+        )
     if callbacks and _distributed(config):
         import cloudpickle
 
@@ -393,6 +398,10 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbac
         from deepspark.distributed.training import fit_distributed
 
         outcome = fit_distributed(prepared, store, run_id=run_id, callbacks=callbacks)
+    elif config.bagging > 1:
+        from deepspark.training.bagging import fit_bagged
+
+        outcome = fit_bagged(prepared, config.bagging)
     else:
         outcome = fit_model(prepared, store, callbacks=callbacks)
     if outcome.diverged_at is not None:
@@ -431,13 +440,18 @@ def _finish(
     metrics: dict[str, float] = {}
     splits = ("val", "test") if prepared.rows["test"] else ("val",)
     for name in splits:
-        if prepared.streamed is not None:
+        if name == "val" and getattr(outcome, "oof_metrics", None):
+            scores = outcome.oof_metrics  # bagging: K - 1 members trained on the val rows
+        elif prepared.streamed is not None:
             scores = _evaluate_streamed(model, prepared.streamed.shards, name, schema.task)
         else:
             output = predict_arrays(model, prepared.inputs[name])
             scores = evaluate_predictions(schema.task, prepared.targets[name], output)
         metrics.update({f"{name}_{key}": value for key, value in scores.items()})
     mlflow.log_metrics(metrics, step=outcome.epochs_completed)
+    if getattr(outcome, "member_best_epochs", None):  # a bagged ensemble
+        best = enumerate(outcome.member_best_epochs)
+        mlflow.log_metrics({f"member_{i}_best_epoch": epoch for i, epoch in best})
     if outcome.history:
         figure = loss_curve_figure(outcome.history)
         mlflow.log_figure(figure, "loss_curve.png")

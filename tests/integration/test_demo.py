@@ -17,7 +17,7 @@ def test_demo_end_to_end(workdir):
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=500,
+        timeout=900,
         env=os.environ.copy(),
     )
     assert done.returncode == 0, done.stderr

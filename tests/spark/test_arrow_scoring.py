@@ -88,7 +88,6 @@ def test_predict_takes_the_arrow_udf_by_default(spark, trained_models):
     assert scored.count() == 20
 
 
-@pytest.mark.parity
 @pytest.mark.parametrize("route", ROUTES)
 def test_regression_equals_pandas_udf_and_model_predict(spark, trained_models, route):
     trained = trained_models["regression"]

@@ -21,7 +21,6 @@ def pandas_reference(trained, frame: pd.DataFrame) -> pd.DataFrame:
     return deepspark.load_model(str(trained.model_dir)).predict(frame)
 
 
-@pytest.mark.parity
 def test_regression_is_a_double_column_equal_to_pandas(spark, trained_models):
     trained = trained_models["regression"]
     frame = trained.data.assign(extra=np.arange(len(trained.data)))

@@ -46,17 +46,23 @@ def free_port() -> int:
 
 
 class ThreadServer:
-    """``deepspark.serving.create_app`` on a real uvicorn server in a background thread."""
+    """``deepspark.serving.create_app`` on a real uvicorn server in a background thread (behind
+    the token check when the settings have a token, as ``deepspark serve`` runs it)."""
 
     def __init__(self, settings, *, load: Callable | None = None):
         import uvicorn
 
         from deepspark.serving import create_app
+        from deepspark.serving.server import protected
 
         self.app = create_app(settings, load=load)
         self.url = f"http://127.0.0.1:{settings.port}"
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=settings.port, log_config=None, access_log=False
+            protected(self.app, settings),
+            host="127.0.0.1",
+            port=settings.port,
+            log_config=None,
+            access_log=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -50,19 +50,22 @@ def photos(tmp_path_factory) -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def servers(image_model):
+def servers(image_model, tmp_path_factory):
     from deepspark.serving import ServeSettings
     from tests.serving.conftest import ThreadServer
 
     model_dir, _ = image_model
+    allowed = tmp_path_factory.mktemp("allowed-photos")
     running = {}
     for allow_paths in (False, True):
         settings = ServeSettings(
-            model_uri=str(model_dir), port=free_port(), max_batch_rows=16, allow_paths=allow_paths
-        )
+            model_uri=str(model_dir), port=free_port(), max_batch_rows=16,
+            allow_paths=(str(allowed),) if allow_paths else (),
+        )  # fmt: skip
         running[allow_paths] = ThreadServer(settings).start()
+    running["allowed"] = allowed
     yield running
-    for server in running.values():
+    for server in (running[False], running[True]):
         server.stop()
 
 
@@ -122,12 +125,27 @@ def test_bad_images_get_400_naming_the_field(servers, photos):
     assert nothing.status_code == 400 and "image" in nothing.json()["message"]
 
 
-def test_paths_are_read_only_when_allowed(servers, image_model, photos, tmp_path):
+def test_paths_are_read_only_inside_allowed_folders(servers, image_model, photos, tmp_path):
     _, model = image_model
-    path = tmp_path / "photo.png"
+    path = servers["allowed"] / "photo.png"
     path.write_bytes(photos[1])
     body = {"dataframe_records": [{"path": str(path)}]}
     refused = requests.post(f"{servers[False].url}/invocations", json=body, timeout=30)
     assert refused.status_code == 400 and "--allow-paths" in refused.json()["message"]
     allowed = requests.post(f"{servers[True].url}/invocations", json=body, timeout=30)
     _same(allowed, _expected(model, photos[1:2]))
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(photos[0])
+    (servers["allowed"] / "link.png").symlink_to(outside)
+    for escape in [
+        str(servers["allowed"] / ".." / tmp_path.name / "secret.png"),  # climbs out with ..
+        str(servers["allowed"] / "link.png"),  # a link inside pointing outside
+        str(outside),
+        "s3://bucket/photo.png",
+        "/etc/passwd",
+    ]:
+        body = {"dataframe_records": [{"path": str(path)}, {"path": escape}]}
+        answer = requests.post(f"{servers[True].url}/invocations", json=body, timeout=30)
+        assert answer.status_code == 400, (escape, answer.text)
+        message = answer.json()["message"]
+        assert "row 1 names a file outside the folders" in message and escape in message

@@ -13,6 +13,7 @@ from deepspark.cli.explain import explain as explain_command
 from deepspark.cli.lr_find import lr_find as lr_find_command
 from deepspark.cli.output import (
     configure_logging,
+    echo_train_result,
     emit_json,
     format_metric,
     stdout_to_stderr,
@@ -22,6 +23,7 @@ from deepspark.cli.pretrained import featurize as featurize_command
 from deepspark.cli.pretrained import log_pretrained as log_pretrained_command
 from deepspark.cli.registry import models_command, register_command
 from deepspark.cli.serve import serve_command
+from deepspark.cli.sync import sync_command
 from deepspark.cli.tune import tune as tune_command
 from deepspark.cli.visualize import visualize as visualize_command
 
@@ -194,11 +196,7 @@ def train(config_file, resume, as_json, model_name, **options) -> None:
     if as_json:
         emit_json(document, sys.stdout)
         return
-    click.echo(f"run id:     {result.run_id}")
-    click.echo(f"model uri:  {result.model_uri}")
-    click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
-    for name, value in result.metrics.items():
-        click.echo(f"{name:<18}{format_metric(value)}")
+    echo_train_result(result)
     if result.coefficients is not None:
         _echo_coefficients(result.coefficients, result.intercept)
     if result.registered:
@@ -393,11 +391,17 @@ cli.add_command(tune_command)
 cli.add_command(serve_command)
 cli.add_command(register_command)
 cli.add_command(models_command)
+cli.add_command(sync_command)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; maps errors to exit codes."""
-    from deepspark.errors import MissingDependencyError, UserInputError, WorkerTimeoutError
+    from deepspark.errors import (
+        MissingDependencyError,
+        StorageFullError,
+        UserInputError,
+        WorkerTimeoutError,
+    )
 
     # A shell starts background jobs with SIGINT ignored, and some job runners start processes
     # with it blocked; deepspark always turns SIGINT into KeyboardInterrupt so an interrupted run
@@ -420,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     except WorkerTimeoutError as error:  # late or stuck ranks: the line names them and why
         _fail(" ".join(str(error).split()), EXIT_INTERNAL)
     except Exception as error:  # noqa: BLE001  anything else is deepspark's fault
+        if StorageFullError.caused(error):  # a full disk met outside deepspark's own writers
+            _fail(_disk_full_line(error), EXIT_USAGE)
         if os.environ.get("DEEPSPARK_DEBUG"):
             traceback.print_exc()
         _fail(
@@ -428,3 +434,17 @@ def main(argv: list[str] | None = None) -> None:
             EXIT_INTERNAL,
         )
     sys.exit(EXIT_OK)
+
+
+def _disk_full_line(error: BaseException) -> str:
+    """The one line for a full disk that no deepspark writer turned into ``StorageFullError``
+    (an MLflow artifact copy, a report folder): the file it was writing and the fix."""
+    while error is not None and getattr(error, "filename", None) is None:
+        error = error.__cause__ or error.__context__
+    path = getattr(error, "filename2", None) or getattr(error, "filename", None)
+    where = f" writing {path}" if path else ""
+    return (
+        f"The disk is full{where} (No space left on device); free space there, or write "
+        "elsewhere (--output, --store, $DEEPSPARK_CHECKPOINT_DIR, the MLflow experiment's "
+        "artifact location); a failed train run goes on with: deepspark train --resume RUN_ID"
+    )

@@ -72,3 +72,14 @@ def format_metric(value: float) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def echo_train_result(result) -> None:
+    """The lines ``train`` and ``sync`` print for a finished run (a ``TrainResult``)."""
+    import click
+
+    click.echo(f"run id:     {result.run_id}")
+    click.echo(f"model uri:  {result.model_uri}")
+    click.echo(f"epochs:     {result.epochs_completed} (best {result.best_epoch})")
+    for name, value in result.metrics.items():
+        click.echo(f"{name:<18}{format_metric(value)}")

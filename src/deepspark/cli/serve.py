@@ -45,8 +45,19 @@ class _BadInput(click.ClickException):
     help="Longest a request waits for its predictions; then 504.",
 )  # fmt: skip
 @click.option(
-    "--allow-paths", is_flag=True,
-    help="Image models: accept file paths on the server in a 'path' column.",
+    "--allow-paths", "allow_paths", multiple=True, metavar="FOLDER",
+    help="Image models: a 'path' column may name files in FOLDER (or under a URI prefix such "
+    "as s3://bucket/photos); repeatable. Paths elsewhere, after '..' and links are resolved, "
+    "get 400.",
+)  # fmt: skip
+@click.option(
+    "--token", envvar="DEEPSPARK_SERVE_TOKEN", show_envvar=True,
+    help="Bearer token every request but /ping and /health must carry (needed on a "
+    "non-loopback --host; the environment variable keeps it out of `ps`).",
+)  # fmt: skip
+@click.option(
+    "--no-token", is_flag=True,
+    help="Listen on a non-loopback --host without a token (a reverse proxy authenticates).",
 )  # fmt: skip
 @click.option("--tracking-uri", help="MLflow tracking URI for models:/ and runs:/ URIs.")
 def serve_command(model_uri, tracking_uri, max_request_bytes, **options) -> None:

@@ -4,6 +4,10 @@ Strings cannot enter torch tensors, so categorical levels become integer codes h
 vocabulary stored with the model: 0 = missing, 1 = unseen level, 2.. = vocabulary order. All
 numeric preprocessing (imputation, log scaling, normalization, missing indicators) and the
 one-hot / embedding of those codes happen inside the Keras model.
+
+A number that is not finite as float32 (``inf``, ``-inf``, or a magnitude beyond about 3.4e38)
+is encoded as missing, so the model imputes it like an empty cell: one such cell would otherwise
+turn the whole row's prediction (and, in training, the loss) into NaN.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def encode_features(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, np.
     inputs: dict[str, np.ndarray] = {}
     if schema.numeric_names:
         columns = [_numeric_column(frame[name], name) for name in schema.numeric_names]
-        inputs[NUMERIC_INPUT] = np.stack(columns, axis=1).astype(np.float32, copy=False)
+        inputs[NUMERIC_INPUT] = _finite_or_nan(np.stack(columns, axis=1))
     if schema.categorical_names:
         codes = [
             _category_codes(frame[spec.name], spec.vocabulary) for spec in schema.categorical_specs
@@ -48,7 +52,14 @@ def encode_features(frame: pd.DataFrame, schema: FeatureSchema) -> dict[str, np.
 
 
 def _numeric_column(column: pd.Series, name: str) -> np.ndarray:
-    return numeric_values(column, name, training=False).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, then missing
+        return numeric_values(column, name, training=False).astype(np.float32, copy=False)
+
+
+def _finite_or_nan(numeric: np.ndarray) -> np.ndarray:
+    """``numeric`` (a fresh float32 array, changed in place) with non-finite values as NaN."""
+    numeric[~np.isfinite(numeric)] = np.nan
+    return numeric
 
 
 def _category_codes(column: pd.Series, vocabulary: tuple[str, ...]) -> np.ndarray:
@@ -107,9 +118,10 @@ def encode_arrow_features(features, schema: FeatureSchema) -> dict[str, np.ndarr
     inputs: dict[str, np.ndarray] = {}
     if schema.numeric_names:
         numeric = np.empty((rows, len(schema.numeric_names)), dtype=np.float32)
-        for position, name in enumerate(schema.numeric_names):
-            numeric[:, position] = _arrow_numeric_values(by_name[name])
-        inputs[NUMERIC_INPUT] = numeric
+        with np.errstate(over="ignore"):
+            for position, name in enumerate(schema.numeric_names):
+                numeric[:, position] = _arrow_numeric_values(by_name[name])
+        inputs[NUMERIC_INPUT] = _finite_or_nan(numeric)
     if schema.categorical_names:
         codes = np.empty((rows, len(schema.categorical_names)), dtype=np.int32)
         for position, spec in enumerate(schema.categorical_specs):

@@ -7,7 +7,9 @@ way for training, scoring and explanations:
 - every mode becomes RGB (or L for one channel): grayscale, palette, CMYK, 16-bit; transparent
   pixels are composited on white; an animated GIF gives its first frame;
 - the image is resized to the model's size (bilinear, like Keras' ``image_dataset_from_directory``
-  without cropping).
+  without cropping);
+- an image of more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` is refused from its header, before
+  decoding (a decompression bomb: a small file declaring billions of pixels).
 
 A URI (``s3://bucket/photos/a.jpg``) is read through its filesystem, so an image listed on one
 host decodes on any other. A corrupt, truncated, unreadable or non-image file raises
@@ -79,6 +81,7 @@ def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 
 
     try:
         with _open(source, Image) as image:
+            _check_pixels(image, Image)  # from the header, before a pixel is decoded
             image.seek(0)  # the first frame of an animation
             oriented = ImageOps.exif_transpose(image)
             converted = _convert(oriented, channels, Image)
@@ -90,7 +93,9 @@ def decode_image(source: ImageSource, *, size: tuple[int, int], channels: int = 
         raise ImageDecodeError(f"file not found: {error.filename}") from error
     except UnidentifiedImageError as error:
         raise ImageDecodeError("not an image (unknown or unsupported format)") from error
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # Pillow's own refusal, at twice the limit
+        raise ImageDecodeError(f"too many pixels ({error})") from error
+    except (OSError, ValueError, SyntaxError) as error:
         raise ImageDecodeError(f"corrupt or truncated image ({error})") from error
     return array.reshape(size[0], size[1], channels)
 
@@ -182,6 +187,21 @@ def _decode_all(decode_one, sources: list, workers: int) -> list:
         for decoded in pool.map(lambda chunk: [decode_one(item) for item in chunk], chunks):
             results.extend(decoded)
     return results
+
+
+def _check_pixels(image, image_module) -> None:
+    """Refuse an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89 million
+    by default; ``None`` lifts the limit) before decoding it. Pillow itself only warns below
+    twice that, and decoding a small file that declares a huge size (a decompression bomb)
+    would take ``width * height * channels`` bytes and seconds of a server's time."""
+    limit = image_module.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit and width * height > limit:
+        raise ImageDecodeError(
+            f"too many pixels ({width}x{height} = {width * height:,}, over the limit of "
+            f"{limit:,}: a decompression bomb, or a scan to shrink first; raise "
+            f"PIL.Image.MAX_IMAGE_PIXELS to decode it)"
+        )
 
 
 def _open(source: ImageSource, image_module):

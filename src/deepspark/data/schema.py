@@ -209,21 +209,31 @@ def infer_schema(
 
 
 def drop_missing_target(frame: pd.DataFrame, target: str) -> pd.DataFrame:
-    missing = frame[target].isna()
+    """``frame`` without the rows whose target is missing or, for a numeric target, not a
+    finite float32 (``inf`` or beyond about 3.4e38: the loss would be infinite)."""
+    missing = frame[target].isna() | _not_finite(frame[target])
     if missing.all():
         raise DataError(
-            f"Target column '{target}' has no values (all {len(frame)} rows missing); "
-            f"choose another target. Received: target={target!r}"
+            f"Target column '{target}' has no values (all {len(frame)} rows missing or not "
+            f"finite); choose another target. Received: target={target!r}"
         )
     if missing.any():
         logger.warning(
-            "Dropped %d of %d rows whose target '%s' is missing",
+            "Dropped %d of %d rows whose target '%s' is missing or not a finite number",
             int(missing.sum()),
             len(frame),
             target,
         )
         frame = frame.loc[~missing]
     return frame.reset_index(drop=True)
+
+
+def _not_finite(column: pd.Series) -> pd.Series:
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return pd.Series(False, index=column.index)
+    with np.errstate(over="ignore"):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan).astype(np.float32)
+    return pd.Series(np.isinf(values), index=column.index)
 
 
 def infer_task(target: pd.Series) -> str:
@@ -270,10 +280,8 @@ def _column_kind(column: pd.Series, name: str) -> tuple[str, pd.Series]:
             f"{len(column)} rows empty); drop it with --exclude {name} or fill it. "
             f"Received: column={name!r}"
         )
-    if pd.api.types.is_bool_dtype(column):
-        return NUMERIC, column.astype("float64")
-    if pd.api.types.is_numeric_dtype(column):
-        return NUMERIC, column.astype("float64")
+    if pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column):
+        return NUMERIC, _finite_numbers(column.astype("float64"), name)
     if pd.api.types.is_datetime64_any_dtype(column):
         raise DataError(
             f"Feature column '{name}' holds dates, which deepspark does not encode "
@@ -283,11 +291,33 @@ def _column_kind(column: pd.Series, name: str) -> tuple[str, pd.Series]:
     parsed = pd.to_numeric(column.where(present), errors="coerce")
     parsed_share = parsed.notna().sum() / present.sum()
     if parsed_share == 1:
-        return NUMERIC, parsed.astype("float64")
+        return NUMERIC, _finite_numbers(parsed.astype("float64"), name)
     if parsed_share >= _MOSTLY_NUMERIC:
         raise text_in_numeric_error(column, parsed, name)
     text = column.astype("string").astype(object).where(present, None)
     return CATEGORICAL, text
+
+
+def _finite_numbers(column: pd.Series, name: str) -> pd.Series:
+    """``column`` as is; its values that are not finite float32 numbers (``inf``, beyond about
+    3.4e38) are counted in a warning (encoding imputes them as missing), and a column with no
+    other value is an error."""
+    infinite = _not_finite(column)
+    count = int(infinite.sum())
+    if count and count == int(column.notna().sum()):
+        raise DataError(
+            f"Feature column '{name}' has no finite number (all {count} values are infinite "
+            f"or beyond float32's range of about 3.4e38); rescale it or drop it with "
+            f"--exclude {name}. Received: column={name!r}"
+        )
+    if count:
+        logger.warning(
+            "Column '%s' has %d values that are infinite or beyond float32's range (about "
+            "3.4e38); they are treated as missing (imputed)",
+            name,
+            count,
+        )
+    return column
 
 
 def numeric_values(values, name: str, *, training: bool = True) -> np.ndarray:

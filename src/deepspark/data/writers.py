@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 
 from deepspark._atomic import atomic_path
 from deepspark.data._source_files import OBJECT_STORES, PYARROW_SCHEMES, SCHEME_PATTERN, first_line
-from deepspark.errors import UserInputError
+from deepspark.errors import StorageFullError, UserInputError
 
 _WRITERS = {
     ".csv": lambda frame, path: frame.to_csv(path, index=False),
@@ -158,18 +158,49 @@ def write_table(
 @contextlib.contextmanager
 def staged_output(target: OutputTarget) -> Iterator[Path]:
     """Yield a local file to write; when the block ends without error it becomes ``target``
-    (renamed, or uploaded once), otherwise it is removed and ``target`` is left as it was."""
+    (renamed, or uploaded once), otherwise it is removed and ``target`` is left as it was.
+
+    Raises:
+        StorageFullError: The disk filled up while the file was written or published.
+    """
     if target.is_local:
-        with atomic_path(target.path) as temporary:
-            yield temporary
+        folder = str(Path(target.path).parent)
+        with _full_disk_as_error(target, folder, _OTHER_OUTPUT), atomic_path(target.path) as path:
+            yield path
         return
-    folder = Path(tempfile.mkdtemp(prefix="deepspark-output-"))
+    staging_folder = Path(tempfile.mkdtemp(prefix="deepspark-output-"))
     try:
-        staging = folder / f"output{target.suffix}"
-        yield staging
-        _publish(staging, target)
+        staging = staging_folder / f"output{target.suffix}"
+        with _full_disk_as_error(target, str(staging_folder), _OTHER_TMPDIR):
+            yield staging
+        with _full_disk_as_error(target, target.text.rpartition("/")[0], _OTHER_OUTPUT):
+            _publish(staging, target)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(staging_folder, ignore_errors=True)
+
+
+_OTHER_OUTPUT = "free space there, or choose another --output"
+_OTHER_TMPDIR = (
+    "free space there, or point TMPDIR at a folder with room (a remote output is staged "
+    "locally first)"
+)
+
+
+@contextlib.contextmanager
+def _full_disk_as_error(target: OutputTarget, folder: str, fix: str) -> Iterator[None]:
+    """A full disk while ``target`` is written into ``folder`` becomes ``StorageFullError``."""
+    try:
+        yield
+    except StorageFullError:
+        raise
+    except Exception as error:
+        if not StorageFullError.caused(error):
+            raise
+        raise StorageFullError.writing(
+            f"the output {PurePosixPath(target.text).name}",
+            folder,
+            f"{fix}; an existing output was left as it was and no partial file was kept",
+        ) from error
 
 
 def _publish(staging: Path, target: OutputTarget) -> None:
@@ -186,6 +217,8 @@ def _publish(staging: Path, target: OutputTarget) -> None:
         if destination != target.path:
             filesystem.move(destination, target.path)
     except OSError as error:
+        if StorageFullError.caused(error):
+            raise  # staged_output says the disk is full
         raise UserInputError(
             f"Cannot write the output ({first_line(error)}); {_HINT}. "
             f"Received: output={target.text!r}"

@@ -20,6 +20,7 @@ every rank runs the same number of steps and none waits forever at the last batc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -29,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from deepspark.errors import UserInputError
-from deepspark.store.store import Store
+from deepspark.errors import StorageFullError, UserInputError
+from deepspark.store.store import SHARD_CACHE_ENV, Store
 
 logger = logging.getLogger("deepspark.distributed")
 
-SHARD_CACHE_ENV = "DEEPSPARK_SHARD_CACHE"
 MANIFEST = "manifest.json"
 TARGET_COLUMN = "__target__"
 IMAGE_SOURCES = "__image_sources__"  # an image model's shard column: paths or encoded bytes
@@ -115,6 +115,7 @@ def write_shards(
 
     Raises:
         UserInputError: When a rank would get no training or validation rows.
+        StorageFullError: The disk filled up; the files written so far are removed.
     """
     cache = root if isinstance(root, Store) else Store(root) if root else shard_cache_root()
     shards = ShardSet(cache.child(f"{key}-w{world_size}"), world_size)
@@ -122,6 +123,29 @@ def write_shards(
         logger.info("reusing data shards in %s", shards.store.uri)
         return shards
     _check_enough_rows(splits, world_size)
+    written: list[str] = []
+    try:
+        manifest = _write_split_files(splits, shards, written)
+        shards.store.write_json(manifest, MANIFEST)  # last: the set is complete from here on
+    except BaseException as error:
+        for name in written:  # an incomplete set is never read: give its space back
+            with contextlib.suppress(OSError):
+                shards.store.delete(name)
+        if isinstance(error, StorageFullError):
+            raise StorageFullError.writing(
+                f"the data shards ({error.what})",
+                shards.store.uri,
+                f"free space there, or choose another location with --store or ${SHARD_CACHE_ENV}",
+            ) from error
+        raise
+    logger.info("wrote data shards for %d ranks in %s", world_size, shards.store.uri)
+    return shards
+
+
+def _write_split_files(splits: dict[str, Arrays], shards: ShardSet, written: list[str]):
+    """Write every rank's file of every split (names appended to ``written`` as they are
+    started); return the manifest."""
+    world_size = shards.world_size
     manifest = {"format": FORMAT_VERSION, "world_size": world_size, "splits": {}}
     for split, (inputs, target) in splits.items():
         rows = len(target) - len(target) % world_size if split == "train" else len(target)
@@ -131,12 +155,11 @@ def write_shards(
             table = arrays_to_table(
                 {name: value[selected] for name, value in inputs.items()}, target[selected]
             )
+            written.append(shards.file_name(split, rank))
             write_table(table, shards.store, shards.file_name(split, rank))
             counts.append(table.num_rows)
         manifest["splits"][split] = {"rows": counts, "dropped": len(target) - rows}
-    shards.store.write_json(manifest, MANIFEST)  # last: the set is complete from here on
-    logger.info("wrote data shards for %d ranks in %s", world_size, shards.store.uri)
-    return shards
+    return manifest
 
 
 def read_shard(shards: ShardSet, split: str, rank: int) -> Arrays:

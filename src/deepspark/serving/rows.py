@@ -78,13 +78,16 @@ class Rows:
 Table = Mapping[str, Sequence[Any]]
 
 
-def conform(table: Table, columns: tuple[InputColumn, ...], *, allow_paths: bool) -> Rows:
+def conform(
+    table: Table, columns: tuple[InputColumn, ...], *, allow_paths: Sequence[str] = ()
+) -> Rows:
     """The model's columns of ``table`` (column name -> values), typed as its signature says.
 
     Raises:
         RequestError: Columns of different lengths, a missing required column, no input column
             at all, text in a numeric column, a binary value that is not base64, or a file path
-            the server refuses.
+            the server refuses (any, unless ``allow_paths`` names folders; then any outside
+            them, after ``..`` and symbolic links are resolved).
     """
     names = [str(name) for name in table.keys()]
     lengths = {len(values) for values in table.values()}
@@ -106,24 +109,64 @@ def conform(table: Table, columns: tuple[InputColumn, ...], *, allow_paths: bool
     return Rows(typed, count)
 
 
-def _typed(values: Sequence[Any], column: InputColumn, allow_paths: bool) -> np.ndarray:
+def _typed(values: Sequence[Any], column: InputColumn, allow_paths: Sequence[str]) -> np.ndarray:
     if column.type in NUMERIC_TYPES:
         return _numeric(values, column.name)
     objects = _objects(values)
     if column.type == "binary":
         return _binary(objects, column.name)
-    given = [value for value in objects if not _missing(value)]
-    if column.name == PATH_COLUMN and given and not allow_paths:
-        raise RequestError(
-            f"Column '{PATH_COLUMN}' names files on the server, which it reads only when "
-            "started with --allow-paths; send the image bytes as base64 in 'image' instead. "
-            f"Received: {PATH_COLUMN}={given[0]!r}"[:300]
-        )
+    if column.name == PATH_COLUMN:
+        for row, value in enumerate(objects):
+            if value is not None:
+                objects[row] = allowed_path(value, allow_paths, row)
     return objects
 
 
+def allowed_path(value: Any, allow_paths: Sequence[str], row: int = 0) -> str:
+    """``value`` as the absolute path it names when that lies inside a folder of
+    ``allow_paths`` (``..`` and symbolic links resolved first); URIs (``s3://``, ``http://``)
+    only under an allowed URI prefix.
+
+    Raises:
+        RequestError: No folder is allowed, or the path lies outside every allowed one.
+    """
+    import os
+    import posixpath
+
+    text = str(value)
+    if not allow_paths:
+        raise RequestError(
+            f"Column '{PATH_COLUMN}' names files on the server, which it reads only from "
+            "folders given with --allow-paths; send the image bytes as base64 in 'image' "
+            f"instead. Received: {PATH_COLUMN}={text!r}"[:300]
+        )
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        resolved = f"{scheme.lower()}://{posixpath.normpath(rest)}"
+        inside = any(
+            "://" in folder and (resolved + "/").startswith(folder.rstrip("/") + "/")
+            for folder in allow_paths
+        )
+    else:
+        resolved = os.path.realpath(text)
+        inside = any(
+            "://" not in folder
+            and os.path.commonpath([resolved, os.path.realpath(folder)]) == os.path.realpath(folder)
+            for folder in allow_paths
+        )
+    if not inside:
+        raise RequestError(
+            f"Column '{PATH_COLUMN}' row {row} names a file outside the folders this server "
+            f"reads ({', '.join(allow_paths)}); send the image bytes as base64 in 'image', or "
+            f"start the server with --allow-paths for its folder. Received: "
+            f"{PATH_COLUMN}={text!r}"[:400]
+        )
+    return resolved
+
+
 def _numeric(values: Sequence[Any], name: str) -> np.ndarray:
-    if not isinstance(values, pd.Series):
+    # NumPy parses text too ("nan", " 1 "): text takes the one check pandas predict uses.
+    if not isinstance(values, pd.Series) and not any(isinstance(v, str | bytes) for v in values):
         try:  # the common case, numbers and nulls, in one NumPy call
             parsed = np.asarray(values, dtype=np.float64)
             if parsed.ndim == 1:

@@ -17,6 +17,7 @@ from deepspark.errors import UserInputError
 SETTINGS_VARIABLE = "DEEPSPARK_SERVE_SETTINGS"
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
@@ -34,7 +35,11 @@ class ServeSettings:
         max_queue: Most requests waiting for the model; more get 503.
         max_request_bytes: Largest request body; larger ones get 413.
         timeout_s: Longest a request waits for its predictions; then 504.
-        allow_paths: Accept server-side file paths in a ``path`` column.
+        allow_paths: Folders (or URI prefixes, ``s3://bucket/photos``) whose files a ``path``
+            column may name; none: paths are refused.
+        token: The bearer token every request but ``/ping`` and ``/health`` must carry.
+        no_token: Listen on a non-loopback interface without a token (a reverse proxy in front
+            authenticates).
         model_dir: The local folder the model was resolved to (set by ``serve``, so that
             ``--workers`` processes do not download it again).
     """
@@ -48,10 +53,19 @@ class ServeSettings:
     max_queue: int = 256
     max_request_bytes: int = 10 * 10**6
     timeout_s: float = 30.0
-    allow_paths: bool = False
+    allow_paths: tuple[str, ...] = ()
+    token: str | None = None
+    no_token: bool = False
     model_dir: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_paths", tuple(str(p) for p in self.allow_paths or ()))
+        for folder in self.allow_paths:
+            if "://" not in folder and not os.path.isdir(folder):
+                raise UserInputError(
+                    f"--allow-paths takes folders (or URI prefixes such as s3://bucket/photos); "
+                    f"this one is not a folder. Received: allow_paths={folder!r}"
+                )
         positive = {
             "workers": self.workers,
             "max_batch_rows": self.max_batch_rows,
@@ -66,6 +80,23 @@ class ServeSettings:
             _invalid("max_wait_ms", self.max_wait_ms, "0 or more milliseconds")
         if not 0 <= self.port <= 65535:
             _invalid("port", self.port, "a TCP port (0-65535)")
+        self._check_access()
+
+    def _check_access(self) -> None:
+        from deepspark.serving.auth import is_loopback
+
+        if self.token is not None and not _TOKEN.match(self.token):
+            raise UserInputError(
+                "--token must be 16 or more URL-safe characters (letters, digits, - _ . ~), e.g. "
+                "from `python -c 'import secrets; print(secrets.token_urlsafe())'`. "
+                f"Received: a token of {len(self.token)} characters"
+            )
+        if self.token is None and not self.no_token and not is_loopback(self.host):
+            raise UserInputError(
+                f"--host {self.host} lets other machines call the model: give a token "
+                "(--token or $DEEPSPARK_SERVE_TOKEN), or --no-token when a reverse proxy in "
+                f"front authenticates. Received: host={self.host!r}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -29,7 +29,7 @@ def example_rows(columns: tuple[InputColumn, ...], count: int = 1) -> Rows:
         else:
             value = None
         table[column.name] = [value] * count
-    return conform(table, columns, allow_paths=False)
+    return conform(table, columns)
 
 
 def warm_sizes(max_batch_rows: int) -> list[int]:

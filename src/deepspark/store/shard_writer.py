@@ -8,6 +8,7 @@ partitions' records (``write_manifest``), so no row passes through the driver.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -21,7 +22,8 @@ from deepspark.distributed.shards import (
     ShardSet,
     arrays_to_table,
 )
-from deepspark.store.store import Store
+from deepspark.errors import StorageFullError
+from deepspark.store.store import SHARD_CACHE_ENV, Store
 
 logger = logging.getLogger("deepspark.store")
 
@@ -53,6 +55,10 @@ class ShardSetWriter:
 
     def add(self, split: str, inputs: dict[str, np.ndarray], target: np.ndarray) -> None:
         """Deal ``len(target)`` rows to the ranks, continuing the round-robin of ``split``."""
+        with self._aborting_on_error():
+            self._add(split, inputs, target)
+
+    def _add(self, split: str, inputs: dict[str, np.ndarray], target: np.ndarray) -> None:
         start = self._dealt.get(split, 0)
         ranks = (start + np.arange(len(target))) % self.world_size
         self._dealt[split] = start + len(target)
@@ -71,11 +77,32 @@ class ShardSetWriter:
     def close(self) -> list[dict[str, Any]]:
         """Finish every file; one record per file: split, rank, name, rows."""
         records = []
-        for (split, rank), writer in sorted(self._writers.items()):
-            rows = writer.close()
-            records.append({"split": split, "rank": rank, "name": writer.name, "rows": rows})
+        with self._aborting_on_error():
+            for (split, rank), writer in sorted(self._writers.items()):
+                rows = writer.close()
+                records.append({"split": split, "rank": rank, "name": writer.name, "rows": rows})
         self._writers.clear()
         return records
+
+    def abort(self) -> None:
+        """Drop every file not closed yet (their staged copies included)."""
+        for writer in self._writers.values():
+            writer.abort()
+        self._writers.clear()
+
+    @contextlib.contextmanager
+    def _aborting_on_error(self):
+        try:
+            yield
+        except BaseException as error:
+            self.abort()
+            if StorageFullError.caused(error):
+                raise StorageFullError.writing(
+                    "the data shards", self.store.uri,
+                    f"free space there, or choose another location with --store or "
+                    f"${SHARD_CACHE_ENV}",
+                ) from error  # fmt: skip
+            raise
 
     def finish(self) -> ShardSet:
         """Close the files and write the manifest (last); a complete set is returned as is."""
@@ -141,6 +168,18 @@ class _ParquetStream:
             self._stream = filesystem.open_output_stream(self.store.path(self._staged))
             self._writer = pq.ParquetWriter(self._stream, table.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+    def abort(self) -> None:
+        """Close and delete the staged file; nothing of it is left under any name."""
+        with contextlib.suppress(Exception):
+            if self._writer is not None:
+                self._writer.close()
+        with contextlib.suppress(Exception):
+            if self._stream is not None:
+                self._stream.close()
+        self._writer = self._stream = None
+        with contextlib.suppress(Exception):
+            self.store.delete(self._staged)
 
     def close(self) -> int:
         self._flush()

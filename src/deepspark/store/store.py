@@ -32,11 +32,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from deepspark.data._source_files import OBJECT_STORES, first_line
-from deepspark.errors import UserInputError
+from deepspark.errors import StorageFullError, UserInputError
 
 logger = logging.getLogger("deepspark.store")
 
 STORE_ENV = "DEEPSPARK_STORE"
+CHECKPOINT_DIR_ENV = "DEEPSPARK_CHECKPOINT_DIR"
+SHARD_CACHE_ENV = "DEEPSPARK_SHARD_CACHE"
+TMPDIR_FIX = "free space there, or point TMPDIR at a folder with room"
 DEFAULT_STORE = ".deepspark/store"
 _SCHEMES = "file://, s3://, gs://, hdfs://, abfs:// or a local path"
 
@@ -124,11 +127,15 @@ class Store:
         return json.loads(self.read_bytes(*parts))
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
-        """Write a whole file; readers see the old one or the new one, never a torn one."""
+        """Write a whole file; readers see the old one or the new one, never a torn one.
+
+        Raises:
+            StorageFullError: The disk filled up; the partial file was removed.
+        """
         destination = self.path(*parts)
         filesystem = self.filesystem
         filesystem.create_dir(_parent(destination), recursive=True)
-        if filesystem.type_name in OBJECT_STORES:
+        if filesystem.type_name in OBJECT_STORES:  # one upload: the object appears whole
             with filesystem.open_output_stream(destination) as stream:
                 stream.write(data)
             return
@@ -139,9 +146,24 @@ class Store:
             if self.is_local:
                 _fsync(temporary)
             filesystem.move(temporary, destination)
+        except OSError as error:
+            if StorageFullError.caused(error):
+                raise self._full(destination) from error
+            raise
         finally:
             with contextlib.suppress(OSError):
                 filesystem.delete_file(temporary)
+
+    def _full(self, destination: str) -> StorageFullError:
+        """The full-disk error for a file of the store (``destination`` in ``filesystem``)."""
+        where = self.uri + destination[len(self.root) :]
+        return StorageFullError.writing(
+            _name(destination),
+            _parent(where),
+            "free space there, or choose another location with --store "
+            f"(${STORE_ENV}; ${CHECKPOINT_DIR_ENV} for checkpoints, ${SHARD_CACHE_ENV} for "
+            "data shards)",
+        )
 
     def write_json(self, document: Any, *parts: str) -> None:
         self.write_bytes(json.dumps(document, indent=1, default=str).encode(), *parts)
@@ -149,6 +171,11 @@ class Store:
     def upload(self, local_file: str | Path, *parts: str) -> None:
         """Copy a local file into the store (atomically, like ``write_bytes``)."""
         self.write_bytes(Path(local_file).read_bytes(), *parts)
+
+    def rename(self, source: str, destination: str) -> None:
+        """Move a file of the store over another (a rename on a local or HDFS store: no space
+        needed; a copy on an object store)."""
+        self.filesystem.move(self.path(source), self.path(destination))
 
     @contextlib.contextmanager
     def local_copy(self, *parts: str) -> Iterator[Path]:
@@ -159,7 +186,14 @@ class Store:
             return
         with tempfile.TemporaryDirectory(prefix="deepspark-store-") as folder:
             copy = Path(folder) / _name(self.path(*parts))
-            copy.write_bytes(self.read_bytes(*parts))
+            try:
+                copy.write_bytes(self.read_bytes(*parts))
+            except OSError as error:
+                if StorageFullError.caused(error):
+                    raise StorageFullError.writing(
+                        f"a local copy of {self.url(*parts)}", folder, TMPDIR_FIX
+                    ) from error
+                raise
             yield copy
 
     def list(self, *parts: str) -> list[str]:
@@ -188,6 +222,10 @@ class Store:
         try:
             self.write_bytes(b"deepspark", folder, "writable")
             self.delete(folder)
+        except StorageFullError as error:
+            with contextlib.suppress(OSError):
+                self.delete(folder)
+            raise StorageFullError.writing("a first small file", self.uri, error.fix) from error
         except (OSError, UserInputError) as error:
             raise UserInputError(
                 f"The store is not writable ({first_line(error)}); give --store a location "

@@ -31,14 +31,19 @@ def tracked_run(
     """Start (or reopen, with ``run_id``) an MLflow run and end it with the right status.
 
     FINISHED on success, KILLED on Ctrl-C or SIGTERM, FAILED on any other exception, which is
-    re-raised.
+    re-raised. A tracking server that does not answer fails the start at once (one line), and
+    at the end leaves the run RUNNING, without waiting on MLflow's retries: the exception says
+    how to finish it (``tracking.resilient.TrackingUnavailableError``).
 
     Yields:
         The active ``mlflow.ActiveRun``.
     """
     import mlflow
 
+    from deepspark.tracking.resilient import check_tracking_server
+
     use_tracking_uri(tracking_uri)
+    check_tracking_server()
     nested = mlflow.active_run() is not None
     if run_id is None:
         experiment_id = _experiment_id(experiment)
@@ -57,16 +62,41 @@ def tracked_run(
         raise
     finally:
         with deferred_interrupts():
-            mlflow.end_run(status=status)
+            _end_run(status)
         logger.debug("MLflow run %s ended %s", active.info.run_id, status)
+
+
+def _end_run(status: str) -> None:
+    """``mlflow.end_run``; when the server does not answer, only the local active run ends
+    (the server keeps the run RUNNING until ``deepspark sync`` or a resume ends it)."""
+    import mlflow
+
+    from deepspark.tracking.resilient import is_unavailable, quick_requests, tracking_reachable
+
+    if tracking_reachable():
+        mlflow.end_run(status=status)
+        return
+    try:
+        with quick_requests(retries=0):
+            mlflow.end_run(status=status)  # pops the local run first, then asks the server
+    except Exception as error:  # noqa: BLE001  the caller's own exception says what to do
+        if not is_unavailable(error):
+            raise
+        logger.debug("could not mark the run %s: %s", status, error)
 
 
 def _experiment_id(name: str) -> str:
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name)
+        try:
+            return mlflow.create_experiment(name)
+        except MlflowException:  # another process created it first (runs started together)
+            experiment = mlflow.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if experiment.lifecycle_stage == "deleted":
         raise UserInputError(
             f"MLflow experiment '{name}' is deleted; restore it or choose another "

@@ -192,22 +192,41 @@ class InterruptCheck(keras.callbacks.Callback):
 
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs ``train_*`` and ``val_*`` metrics and the learning rate at step = epoch, to the
-    active run or to ``run_id`` (a distributed rank 0 logs into the driver's run)."""
+    active run or to ``run_id`` (a distributed rank 0 logs into the driver's run).
+
+    A tracking server that does not answer never stops training: the epochs it missed are
+    buffered (``tracking.resilient.BufferedMetricLogger``; the checkpoint keeps them on disk
+    too), one warning names the server, and they are logged in order when it answers again.
+    """
 
     def __init__(self, nan_guard: NanGuard, run_id: str | None = None):
         super().__init__()
         self.nan_guard = nan_guard
         self.run_id = run_id
+        self.buffer_ = None
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard.failed_at is not None:
             return
-        import mlflow
-
         metrics = mlflow_metric_names(logs or {})
         metrics["learning_rate"] = current_learning_rate(self.model)
         with deferred_interrupts():
-            mlflow.log_metrics(metrics, step=epoch, run_id=self.run_id)
+            self._buffer().log(metrics, step=epoch)
+
+    def on_train_end(self, logs=None):
+        if self.buffer_ is not None and self.buffer_.pending_:
+            with deferred_interrupts():
+                self.buffer_.flush()
+
+    def _buffer(self):
+        if self.buffer_ is None:
+            import mlflow
+
+            from deepspark.tracking.resilient import BufferedMetricLogger
+
+            run_id = self.run_id or mlflow.active_run().info.run_id
+            self.buffer_ = BufferedMetricLogger(run_id)
+        return self.buffer_
 
 
 class EpochProgress(keras.callbacks.Callback):

@@ -1,5 +1,8 @@
 """Per-epoch checkpoints that survive SIGKILL: files are complete before ``state.json`` names them.
 
+A failed write (a full disk: ``StorageFullError``) removes the epoch's own files and leaves the
+previous epoch's checkpoint as it was, so ``train --resume`` goes on from it.
+
 Checkpoints live in the run's store (``deepspark.store``): a local folder, or an object store that
 every host of a cluster sees, so that a restarted rank on another host resumes from them.
 
@@ -9,27 +12,31 @@ Layout of a run's checkpoint folder::
     model.keras         the compiled model (architecture, optimizer settings; written once)
     epoch-0007.npz      values of the model's and optimizer's variables after epoch 7 (only the
                         latest is kept)
-    best.weights.npz    weights of the best validation epoch (early stopping restores them)
+    best.weights.npz    weights of the best validation epoch (early stopping restores them;
+                        written first as .best.weights.npz.next, renamed once state.json is)
     state.json          last completed epoch, callback state, history (replaced atomically)
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepspark.store.store import Store
+from deepspark.errors import StorageFullError
+from deepspark.store.store import CHECKPOINT_DIR_ENV, TMPDIR_FIX, Store
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
 BEST_WEIGHTS_FILE = "best.weights.npz"
-CHECKPOINT_DIR_ENV = "DEEPSPARK_CHECKPOINT_DIR"
+BEST_WEIGHTS_STAGED = ".best.weights.npz.next"  # complete, but not yet the checkpoint's
 
 
 def checkpoint_root(checkpoint_dir: str | None = None, store: str | Store | None = None) -> Store:
@@ -62,6 +69,11 @@ class CheckpointStore:
         return self.store.uri
 
     def write_run_info(self, document: dict[str, Any]) -> None:
+        """Write ``run.json`` (whole, atomically).
+
+        Raises:
+            StorageFullError: The disk is full; nothing was written.
+        """
         self.store.write_json(document, RUN_FILE)
 
     def read_run_info(self) -> dict[str, Any]:
@@ -82,23 +94,75 @@ class CheckpointStore:
 
         The ``.keras`` file (architecture, compile settings) is written once; each epoch writes
         only the values of the model's and the optimizer's variables, a few milliseconds
-        instead of a whole model file per epoch.
+        instead of a whole model file per epoch. A file becomes part of the checkpoint when
+        ``state.json`` names it: when a write fails, this epoch's files are removed and the
+        previous epoch's checkpoint is left as it was.
+
+        Raises:
+            StorageFullError: The disk filled up; the message names the epoch kept.
         """
-        if not self.store.exists(self.model_file):
-            with tempfile.TemporaryDirectory(prefix="deepspark-checkpoint-") as folder:
-                local = Path(folder) / self.model_file
-                model.save(local)
-                self.store.upload(local, self.model_file)
-        variables_file = f"epoch-{epoch:04d}.npz"
-        self.store.write_bytes(_npz_bytes(_variable_values(model)), variables_file)
-        if best_weights is not None:
-            self.store.write_bytes(_npz_bytes(best_weights), BEST_WEIGHTS_FILE)
         previous = self.read_state()
-        document = {**state, "epoch": epoch, "model_file": self.model_file}
-        self.store.write_json({**document, "variables_file": variables_file}, STATE_FILE)
+        variables_file = f"epoch-{epoch:04d}.npz"
+        written: list[str] = []
+        try:
+            if not self.store.exists(self.model_file):
+                self._save_model_file(model)
+            written.append(variables_file)
+            self.store.write_bytes(_npz_bytes(_variable_values(model)), variables_file)
+            if best_weights is not None:
+                # Staged under another name: best.weights.npz changes only with state.json.
+                written.append(BEST_WEIGHTS_STAGED)
+                self.store.write_bytes(_npz_bytes(best_weights), BEST_WEIGHTS_STAGED)
+            document = {**state, "epoch": epoch, "model_file": self.model_file}
+            self.store.write_json({**document, "variables_file": variables_file}, STATE_FILE)
+        except BaseException as error:
+            kept = previous.get("variables_file") if previous else None
+            for name in written:
+                if name != kept:
+                    with contextlib.suppress(OSError):  # the first error is the one to tell
+                        self.store.delete(name)
+            if isinstance(error, StorageFullError):
+                raise self._full(epoch, previous, error) from error
+            raise
+        if best_weights is not None:
+            self.store.rename(BEST_WEIGHTS_STAGED, BEST_WEIGHTS_FILE)
         stale = previous.get("variables_file") if previous else None
         if stale not in (None, variables_file):
             self.store.delete(stale)
+
+    def _save_model_file(self, model) -> None:
+        """Write the compiled model once (Keras saves to a local file, uploaded whole)."""
+        with tempfile.TemporaryDirectory(prefix="deepspark-checkpoint-") as folder:
+            local = Path(folder) / self.model_file
+            try:
+                model.save(local)
+            except Exception as error:  # Keras raises OSError, h5py or zip writers their own
+                if StorageFullError.caused(error):
+                    raise StorageFullError.writing(self.model_file, folder, TMPDIR_FIX) from error
+                raise
+            self.store.upload(local, self.model_file)
+
+    def _full(self, epoch: int, previous, error: StorageFullError) -> StorageFullError:
+        """The full-disk error of a checkpoint: which epoch failed, which one is kept, and how
+        to go on."""
+        run_id = Path(self.directory).name
+        run_id = run_id if re.fullmatch(r"[0-9a-f]{32}", run_id) else "RUN_ID"
+        kept = (
+            f"the checkpoint of epoch {previous['epoch'] + 1} is kept"
+            if previous
+            else "no epoch was checkpointed yet"
+        )
+        resume = f"deepspark train --resume {run_id}"
+        if error.where.startswith(self.directory):
+            fix = (
+                f"{kept}: free space there and continue with: {resume} (new runs can keep "
+                f"checkpoints on another disk with --store or ${CHECKPOINT_DIR_ENV})"
+            )
+        else:  # the temporary folder Keras saves the model file into
+            fix = f"{kept}: {error.fix}, then continue with: {resume}"
+        return StorageFullError.writing(
+            f"the checkpoint of epoch {epoch + 1} ({error.what})", error.where, fix
+        )
 
     def load_model(self, state: dict[str, Any]):
         """Load the checkpointed model with its optimizer state (compiled)."""

@@ -28,10 +28,15 @@ from deepspark.models.builders import (
 from deepspark.store.store import STORE_ENV, Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
+from deepspark.workflows._finish import (
+    MODEL_URI_TAG,  # noqa: F401  (imported from here by tune and pretrained)
+    ending_of,
+    log_ending,
+    log_ending_or_keep,
+)
 
 logger = logging.getLogger("deepspark.training")
 CHECKPOINT_TAG = "deepspark.checkpoint_dir"
-MODEL_URI_TAG = "deepspark.model_uri"
 BAD_IMAGES_FILE = "bad_images.csv"
 
 
@@ -231,6 +236,7 @@ def describe_frame(frame: Any) -> str:
 
 
 def _resume(run_id: str, *, tracking_uri: str | None, callbacks=None) -> TrainResult:
+    from deepspark.tracking.resilient import has_pending
     from deepspark.tracking.run import get_run
 
     run = get_run(run_id, tracking_uri)
@@ -241,6 +247,8 @@ def _resume(run_id: str, *, tracking_uri: str | None, callbacks=None) -> TrainRe
         )
     directory = run.data.tags.get(CHECKPOINT_TAG)
     store = CheckpointStore(directory) if directory else None
+    if store is not None and has_pending(store.store):  # trained; the server missed the end
+        return finish_logging(run_id, tracking_uri=tracking_uri)
     if store is None or not store.has_run_info():
         raise UserInputError(
             f"Run {run_id} has no checkpoint to resume from (looked in "
@@ -415,25 +423,11 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbac
     return outcome
 
 
-def _finish_tensorboard(log_dir: str, outcome, run_id: str) -> None:
-    """Log the run's event files under ``tensorboard/``. A distributed run's ranks wrote none
-    (rank 0 may not see the folder): the driver writes them here from rank 0's history."""
-    from deepspark.training.tensorboard import log_event_files, write_event_files
-
-    if outcome.world_size > 1 or outcome.launcher is not None:
-        write_event_files(log_dir, run_id, outcome.history)
-    log_event_files(log_dir, run_id)
-
-
 def _finish(
     prepared: PreparedData, outcome, run_id: str, started: float, *, store: CheckpointStore
 ) -> TrainResult:
-    import mlflow
-
     from deepspark.models.inference import predict_arrays
     from deepspark.tracking.model import DeepsparkModel
-    from deepspark.tracking.plots import loss_curve_figure
-    from deepspark.tracking.pyfunc import log_pyfunc_model
     from deepspark.training.evaluation import evaluate_predictions
 
     schema, model = prepared.schema, outcome.model
@@ -448,16 +442,6 @@ def _finish(
             output = predict_arrays(model, prepared.inputs[name])
             scores = evaluate_predictions(schema.task, prepared.targets[name], output)
         metrics.update({f"{name}_{key}": value for key, value in scores.items()})
-    mlflow.log_metrics(metrics, step=outcome.epochs_completed)
-    if getattr(outcome, "member_best_epochs", None):  # a bagged ensemble
-        best = enumerate(outcome.member_best_epochs)
-        mlflow.log_metrics({f"member_{i}_best_epoch": epoch for i, epoch in best})
-    if outcome.history:
-        figure = loss_curve_figure(outcome.history)
-        mlflow.log_figure(figure, "loss_curve.png")
-        import matplotlib.pyplot
-
-        matplotlib.pyplot.close(figure)
     deepspark_model = DeepsparkModel(
         model,
         schema,
@@ -470,21 +454,10 @@ def _finish(
     )
     # An image model's example would be local paths or raw bytes: its signature says enough.
     example = None if schema.image else prepared.example_rows()
-    model_info = log_pyfunc_model(deepspark_model, example)
-    mlflow.set_tag(MODEL_URI_TAG, model_info.model_uri)
-    mlflow.log_metrics(
-        {"epochs_completed": outcome.epochs_completed, "best_epoch": outcome.best_epoch + 1}
-    )
-    if prepared.config.tensorboard:
-        _finish_tensorboard(prepared.config.tensorboard, outcome, run_id)
-    if prepared.config.keep_checkpoints:
-        from deepspark.training.checkpoint import log_kept_checkpoints
-
-        log_kept_checkpoints(model, store)
     linear = _linear_coefficients(model, schema)
-    return TrainResult(
+    result = TrainResult(
         run_id=run_id,
-        model_uri=model_info.model_uri,
+        model_uri="",
         metrics=metrics,
         epochs_completed=outcome.epochs_completed,
         best_epoch=outcome.best_epoch + 1,
@@ -501,19 +474,56 @@ def _finish(
         bad_images=len(prepared.bad_images),
         **linear,
     )
+    ending = ending_of(prepared.config, outcome, result, linear)
+    model_uri = log_ending_or_keep(run_id, deepspark_model, example, ending, store=store)
+    return dataclasses.replace(result, model_uri=model_uri)
+
+
+def finish_logging(run_id: str, *, tracking_uri: str | None = None) -> TrainResult:
+    """Log the end of a run that the tracking server missed (``deepspark sync RUN_ID``): the
+    epochs it lacks, the final metrics and the model kept in the run's checkpoint folder; the
+    run ends FINISHED and the folder is removed.
+
+    Raises:
+        UserInputError: The run does not exist, or has no kept end to log.
+    """
+    import mlflow
+
+    from deepspark.tracking.resilient import has_pending, load_pending
+    from deepspark.tracking.run import get_run, tracked_run
+    from deepspark.training.fit import relog_missing_epochs
+
+    run = get_run(run_id, tracking_uri)
+    directory = run.data.tags.get(CHECKPOINT_TAG)
+    store = CheckpointStore(directory) if directory else None
+    if store is None or not has_pending(store.store):
+        raise UserInputError(
+            f"Run {run_id} has no kept run end to log (looked in {directory}); deepspark sync "
+            f"logs runs whose end could not reach the tracking server. Received: run_id={run_id!r}"
+        )
+    with (
+        tempfile.TemporaryDirectory(prefix="deepspark-sync-") as scratch,
+        tracked_run(experiment="", run_id=run_id, tracking_uri=tracking_uri),
+    ):
+        deepspark_model, example, ending = load_pending(store.store, scratch)
+        relog_missing_epochs(ending["history"], run_id=run_id)
+        model_uri = log_ending(run_id, deepspark_model, example, ending, store=store, again=True)
+    store.remove()
+    result = TrainResult(**{**ending["result"], "model_uri": model_uri})
+    result = dataclasses.replace(result, tracking_uri=mlflow.get_tracking_uri())
+    if ending["register"]:
+        from types import SimpleNamespace
+
+        settings = SimpleNamespace(register=ending["register"], aliases=ending["aliases"])
+        result = _register(result, settings)
+    return result
 
 
 def _linear_coefficients(model, schema) -> dict[str, Any]:
-    """``coefficients`` and ``intercept`` of an affine model on a table, logged as
-    ``coefficients.json``; empty for other models."""
+    """``coefficients`` and ``intercept`` of an affine model on a table (logged as
+    ``coefficients.json``); empty for other models."""
     if schema.image is not None:
         return {}
-    import mlflow
-
     from deepspark.models.linear import linear_coefficients
 
-    found = linear_coefficients(model, schema)
-    if found is None:
-        return {}
-    mlflow.log_dict(found, "coefficients.json")
-    return found
+    return linear_coefficients(model, schema) or {}

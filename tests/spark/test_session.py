@@ -35,3 +35,21 @@ def test_unknown_source_says_what_to_pass(spark, tmp_path):
     (tmp_path / "t.xlsx").write_text("x")
     with pytest.raises(DataError, match=r"Unknown file type \.xlsx for Spark"):
         read_source(spark, tmp_path / "t.xlsx")
+
+
+def test_local_python_workers_start_with_keras_imported(spark):
+    """Workers fork from deepspark's daemon, which imported Keras and the scoring code once."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+
+    assert spark.conf.get("spark.python.daemon.module") == "deepspark.spark.daemon"
+
+    @pandas_udf("boolean")
+    def imported_before(values: pd.Series) -> pd.Series:
+        import sys
+
+        ready = "keras" in sys.modules and "deepspark.spark.arrow_scoring" in sys.modules
+        return pd.Series([ready] * len(values))
+
+    rows = spark.range(4, numPartitions=2).select(imported_before("id").alias("ready")).collect()
+    assert [row.ready for row in rows] == [True] * 4

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 MASTER_ENV = "DEEPSPARK_SPARK_MASTER"
 DEFAULT_MASTER = "local[*]"
 DEFAULT_ARROW_BATCH_ROWS = 10_000
+PRELOAD_ENV = "DEEPSPARK_SPARK_PRELOAD"
 
 _BASE_CONFIG = {
     "spark.ui.enabled": "false",
@@ -84,6 +85,7 @@ def get_session(
     settings = {
         **_BASE_CONFIG,
         "spark.executorEnv.KERAS_BACKEND": backend_name(),
+        **_preload_config(resolved_master),
         **(config or {}),
     }
     settings.setdefault("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={_log4j()}")
@@ -93,6 +95,16 @@ def get_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _preload_config(master: str) -> dict[str, str]:
+    """Python workers forked from a daemon that imported Keras and deepspark once
+    (``deepspark.spark.daemon``): on local masters, where the driver's interpreter runs them, or
+    wherever ``DEEPSPARK_SPARK_PRELOAD=1`` says the executors have deepspark installed."""
+    wanted = os.environ.get(PRELOAD_ENV, "").strip().lower()
+    if wanted in {"0", "false", "no"} or not (master.startswith("local") or wanted):
+        return {}
+    return {"spark.python.daemon.module": "deepspark.spark.daemon"}
 
 
 def _log4j() -> Path:

@@ -38,14 +38,14 @@ browser:
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the serving page test will fail; apt-get install chromium"
 
-# The default suite on the default Keras backend (JAX), in 3 processes on 2 cores (many tests
-# wait on subprocesses, JVMs and servers; a test module stays in one process: module fixtures
-# are shared; the slowest files first, see tests/conftest.py), then the backend-parity set on
-# torch. The slowest tests are listed at the end.
-PYTEST := $(BIN)/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=25
+# The default suite on the default Keras backend (JAX), in 4 processes on 2 cores (tests wait on
+# subprocesses, JVMs and servers: 3 processes kept only 1.2 cores busy); a test module stays in
+# one process (module fixtures are shared); the slowest files go first (tests/conftest.py). Then
+# the backend-parity set on torch. The slowest tests are listed at the end.
+PYTEST := $(BIN)/python -m pytest -q --dist loadfile --no-loadscope-reorder --durations=25
 test: setup horovod browser
-	$(PYTEST)
-	KERAS_BACKEND=torch $(PYTEST) -m parity
+	$(PYTEST) -n 4
+	KERAS_BACKEND=torch $(PYTEST) -n 3 -m parity
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

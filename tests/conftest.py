@@ -133,31 +133,39 @@ def spark():
 
 
 # Seconds each of the slowest test files takes on 2 busy cores (pytest --durations=0 under
-# `make test`). `make test` runs files across 2 processes (--dist loadfile) in collection order
+# `make test`). `make test` runs files across its processes (--dist loadfile) in collection order
 # (--no-loadscope-reorder), so the longest go first and short files fill in at the end instead of
 # one long file running alone while the other process idles. Other files count 1 s per test.
 SLOW_FILES = {
-    "tests/examples/test_labs.py": 520,
-    "tests/distributed/test_train_distributed.py": 320,
-    "tests/integration/test_demo.py": 180,
+    "tests/examples/test_labs.py": 515,
+    "tests/distributed/test_train_distributed.py": 465,
+    "tests/integration/test_demo.py": 250,
+    "tests/integration/test_resume.py": 250,
+    "tests/spark/test_cluster.py": 245,
+    "tests/spark/test_featurizer.py": 240,
+    "tests/cluster/test_train_cluster.py": 230,
+    "tests/integration/test_images.py": 200,
+    "tests/spark/test_jobs.py": 180,
     "tests/training/test_transfer.py": 170,
-    "tests/cluster/test_train_cluster.py": 130,
-    "tests/spark/test_featurizer.py": 110,
-    "tests/cluster/test_cluster_images.py": 100,
-    "tests/integration/test_images.py": 100,
-    "tests/spark/test_cluster.py": 95,
-    "tests/models/test_applications.py": 90,
-    "tests/distributed/test_exactness.py": 80,
-    "tests/tuning/test_interrupt.py": 71,
-    "tests/spark/test_jobs.py": 70,
-    "tests/spark/test_ml.py": 60,
-    "tests/spark/test_scoring.py": 60,
-    "tests/explain/test_image_spark.py": 60,
-    "tests/data/test_verbs_sources.py": 60,
-    "tests/integration/test_backend_parity.py": 50,
-    "tests/integration/test_resume.py": 50,
-    "tests/cluster/test_harness.py": 45,
-    "tests/distributed/test_spark_launcher.py": 40,
+    "tests/cluster/test_cluster_images.py": 165,
+    "tests/spark/test_ml.py": 145,
+    "tests/tuning/test_tune.py": 140,
+    "tests/spark/test_arrow_scoring.py": 130,
+    "tests/distributed/test_exactness.py": 130,
+    "tests/models/test_applications.py": 120,
+    "tests/reliability/test_tracking_faults.py": 110,
+    "tests/tuning/test_interrupt.py": 85,
+    "tests/reliability/test_hostile_tables.py": 60,
+    "tests/reliability/test_disk_full.py": 60,
+    "tests/cluster/test_harness.py": 60,
+    "tests/explain/test_methods.py": 60,
+    "tests/integration/test_backend_parity.py": 60,
+    "tests/workflows/test_classify.py": 60,
+    "tests/data/test_image_uri_sources.py": 55,
+    "tests/reliability/test_hostile_serving.py": 45,
+    "tests/reliability/test_hostile_images.py": 45,
+    "tests/distributed/test_spark_launcher.py": 45,
+    "tests/explain/test_image_methods.py": 45,
 }
 
 

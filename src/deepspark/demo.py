@@ -118,8 +118,7 @@ def _spark_step(model_uri: str, to_score: Path) -> tuple[Path, str]:
         str(to_score), model_uri, output=str(sql_output), overwrite=True,
         sql=query, function_name="diabetes_model", view="patients",
     )  # fmt: skip
-    row = spark.read.parquet(str(sql_output)).first()
-    spark.stop()
+    row = spark.read.parquet(str(sql_output)).first()  # the session stays for the images
     return output, f"mean predicted progression {row['mean']}, highest {row['highest']}"
 
 

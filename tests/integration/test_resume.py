@@ -72,7 +72,6 @@ def wait_for_epoch(workdir, process, epoch, timeout=240):
     raise AssertionError("no checkpoint in time")
 
 
-@pytest.mark.parity
 def test_sigkill_then_resume_loses_no_epoch(workdir, capsys):
     from tests.cli.test_cli import invoke
 

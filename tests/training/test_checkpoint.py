@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from deepspark.config import TrainConfig
 from deepspark.training.checkpoint import CheckpointStore
@@ -8,6 +9,7 @@ from deepspark.training.fit import build_compiled_model
 from deepspark.training.prepare import prepare_data
 
 
+@pytest.mark.parity  # variables and optimizer state round-trip on each backend
 def test_checkpoint_keeps_optimizer_state_and_only_the_latest_epoch(regression_csv, tmp_path):
     prepared = prepare_data(
         TrainConfig(data=str(regression_csv), target="y", hidden=(16,), batch_size=32)

@@ -38,13 +38,13 @@ browser:
 		{ apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the serving page test will fail; apt-get install chromium"
 
-# The default suite on the default Keras backend (JAX), in 4 processes on 2 cores (tests wait on
-# subprocesses, JVMs and servers: 3 processes kept only 1.2 cores busy); a test module stays in
+# The default suite on the default Keras backend (JAX), in 3 processes on 2 cores (tests wait on
+# subprocesses, JVMs and servers; 4 processes measured no faster); a test module stays in
 # one process (module fixtures are shared); the slowest files go first (tests/conftest.py). Then
 # the backend-parity set on torch. The slowest tests are listed at the end.
 PYTEST := $(BIN)/python -m pytest -q --dist loadfile --no-loadscope-reorder --durations=25
 test: setup horovod browser
-	$(PYTEST) -n 4
+	$(PYTEST) -n 3
 	KERAS_BACKEND=torch $(PYTEST) -n 3 -m parity
 
 lint: setup

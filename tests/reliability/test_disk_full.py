@@ -64,7 +64,7 @@ def test_full_disk_in_checkpoints_and_the_model_keeps_the_last_epoch_and_resume_
 
     import deepspark
     from deepspark.training.checkpoint import CheckpointStore
-    from tests.cli.test_cli import assert_one_line_error, invoke
+    from tests.cli.test_cli import invoke
 
     checkpoints = small_disk / "checkpoints"
     monkeypatch.setenv("DEEPSPARK_CHECKPOINT_DIR", str(checkpoints))
@@ -106,7 +106,7 @@ def test_full_disk_in_checkpoints_and_the_model_keeps_the_last_epoch_and_resume_
 
     # Resumed on a still-full disk (the CLI): one line, exit 2, the checkpoint unchanged.
     code, out, err = invoke(capsys, "-q", "train", "--resume", run_id, "--json")
-    assert_one_line_error(code, out, err, r"disk is full.*checkpoint of epoch 2.*epoch 1 is kept")
+    _one_error_line(code, out, err, r"disk is full.*checkpoint of epoch 2.*epoch 1 is kept")
     assert store.read_state()["epoch"] == 0
     assert hidden_files(run_folder) == []
 
@@ -114,7 +114,7 @@ def test_full_disk_in_checkpoints_and_the_model_keeps_the_last_epoch_and_resume_
     (small_disk / "ballast").unlink()
     fill(small_disk, leave=16 * PAGE)
     code, out, err = invoke(capsys, "-q", "train", "--resume", run_id, "--json")
-    assert_one_line_error(
+    _one_error_line(
         code,
         out,
         err,
@@ -192,3 +192,16 @@ def test_full_disk_while_streaming_output_keeps_the_old_file(small_disk, suffix)
     assert output.read_bytes() == before
     assert hidden_files(small_disk) == []
     assert free_bytes(small_disk) >= 8 * PAGE  # the staged file's space is back
+
+
+def _one_error_line(code, out, err, pattern):
+    """Exit 2, nothing on stdout, exactly one ``deepspark: error:`` line matching ``pattern``
+    and no traceback (progress lines a resumed run logged before the failure may precede it)."""
+    import re
+
+    assert code == 2, err
+    assert out == ""
+    errors = [line for line in err.splitlines() if line.startswith("deepspark: error: ")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in err
+    assert re.search(pattern, errors[0]), errors[0]

@@ -256,6 +256,8 @@ def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
         raise _invalid(name, f"must be a fraction in {bound}", value)
 
 
+#: The patience each kind starts from (``ModelKind.default_patience``); ``tabular``'s is also
+#: the fit loop's own default.
 DEFAULT_PATIENCE = {"tabular": 30, "image": 10}
 
 
@@ -267,8 +269,11 @@ MAX_DEFAULT_BATCH_SIZE = 4096
 
 def default_batch_size(kind: str, rows: int | None) -> int:
     """64; for a table of more than ``LARGE_TABLE_ROWS`` rows, the power of two nearest
-    ``rows / 500``, at most 4096 (larger data, larger batches, as TabM's recipes do)."""
-    if kind != "tabular" or rows is None or rows <= LARGE_TABLE_ROWS:
+    ``rows / 500``, at most 4096 (larger data, larger batches, as TabM's recipes do). The
+    kind says whether its data gets larger batches (``ModelKind.large_table_batches``)."""
+    from deepspark.models.kinds import kind_named
+
+    if not kind_named(kind).large_table_batches or rows is None or rows <= LARGE_TABLE_ROWS:
         return DEFAULT_BATCH_SIZE
     size = 2 ** round(math.log2(rows / _ROWS_PER_BATCH_STEP))
     return int(min(MAX_DEFAULT_BATCH_SIZE, max(DEFAULT_BATCH_SIZE, size)))
@@ -276,10 +281,13 @@ def default_batch_size(kind: str, rows: int | None) -> int:
 
 def with_data_defaults(config: TrainConfig, kind: str, *, rows: int | None = None) -> TrainConfig:
     """``config`` with the defaults that depend on the kind of data (``tabular`` or ``image``)
-    and its size filled in: ``patience`` and ``batch_size`` (see ``default_batch_size``)."""
+    and its size filled in: ``patience`` (the kind's ``default_patience``) and ``batch_size``
+    (see ``default_batch_size``)."""
+    from deepspark.models.kinds import kind_named
+
     changes = {}
     if config.patience is None:
-        changes["patience"] = DEFAULT_PATIENCE[kind]
+        changes["patience"] = kind_named(kind).default_patience
     if config.batch_size is None:
         changes["batch_size"] = default_batch_size(kind, rows)
     return dataclasses.replace(config, **changes) if changes else config

@@ -8,7 +8,7 @@ import pytest
 import deepspark
 from deepspark.data.schema import FeatureSchema, FeatureSpec
 from deepspark.errors import UserInputError
-from deepspark.models.kinds import ImageKind, TabularKind, kind_of
+from deepspark.models.kinds import ImageKind, TabularKind, kind_of, register_kind
 from tests.conftest import FAST, make_table
 
 _PANDAS_TYPES = {"double": "float64", "string": "object", "long": "int64", "boolean": "bool"}
@@ -94,3 +94,83 @@ def test_image_kind_takes_bytes_or_paths_and_reports_errors():
     assert decoded.images.shape == (1, 8, 8, 3)
     assert np.all(decoded.images == 0)
     assert isinstance(example, pd.DataFrame)
+
+
+class _WindowKind(TabularKind):
+    """A kind only these tests register: tables of time windows, with settings of its own."""
+
+    name = "windows"
+    unit = "windows"
+    data_description = "a table of time windows"
+    default_builder = "mlp"
+    default_patience = 7
+    large_table_batches = False
+    supports_tuning = False
+    supports_bagging = False
+
+
+class _WindowSchema(FeatureSchema):
+    @property
+    def kind(self):
+        return "windows"
+
+
+class _Explained:
+    """The fields of an ``Explanation`` that the summary reads."""
+
+    kind, explained_class, max_additivity_error, details = "windows", None, 0.0, {}
+
+    def __len__(self):
+        return 2
+
+
+@pytest.fixture
+def window_kind():
+    from deepspark.models import kinds
+
+    kind = register_kind(_WindowKind())
+    yield kind
+    del kinds._KINDS[kind.name]
+
+
+def test_a_registered_kind_reaches_training_tuning_and_explaining(window_kind, monkeypatch):
+    from types import SimpleNamespace
+
+    from deepspark.config import TrainConfig, with_data_defaults
+    from deepspark.explain import api
+    from deepspark.models.builders import check_model, default_model
+    from deepspark.training.bagging import check_bagging
+    from deepspark.workflows.tune import _check_tabular
+
+    config = TrainConfig(data="w.csv", target="y")
+    defaults = with_data_defaults(config, "windows", rows=10**6)
+    assert (defaults.patience, defaults.batch_size) == (7, 64)
+    table = with_data_defaults(config, "tabular", rows=10**6)
+    assert (table.patience, table.batch_size) == (30, 2048)
+    assert default_model("windows", config) == "mlp"
+    with pytest.raises(UserInputError, match="but the data is a table of time windows"):
+        check_model("cnn", "windows")
+
+    schema = _WindowSchema((FeatureSpec("x", "numeric", "float64"),), "y", "regression")
+    assert kind_of(schema) is window_kind
+    prepared = SimpleNamespace(schema=schema, streamed=None, config=config)
+    with pytest.raises(UserInputError, match="windows data is not supported yet"):
+        _check_tabular(prepared)
+    with pytest.raises(UserInputError, match="held in memory.*kind='windows'"):
+        check_bagging(prepared, 2)
+
+    monkeypatch.setitem(api._FLOWS, "windows", api._FLOWS["tabular"])
+    facts = {"data_rows": 2, "background": 2, "background_source": "data", "seconds": 1.0}
+    summary = api._summary("m", "gradient", _Explained(), facts, seed=0, spark=False)
+    assert summary["additivity_error_definition"].endswith("over the background windows")
+    assert summary["explained_output"] == "prediction (target units)"
+
+
+def test_tables_and_images_keep_their_capabilities():
+    tabular, image = TabularKind(), ImageKind()
+    assert (tabular.unit, image.unit) == ("rows", "images")
+    assert (tabular.default_builder, image.default_builder) == ("tabular_net", "cnn")
+    assert tabular.encoded_features and not image.encoded_features
+    assert tabular.supports_tuning and tabular.supports_bagging
+    assert not (image.supports_tuning or image.supports_bagging or image.large_table_batches)
+    assert image.logged_example(prepared=None) is None

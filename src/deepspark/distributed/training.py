@@ -32,6 +32,7 @@ from deepspark.distributed.worker import (
     model_to_bytes,
     train_worker,
 )
+from deepspark.models.kinds import kind_of
 from deepspark.store.store import Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData
@@ -254,7 +255,7 @@ def _shard_rows(prepared: PreparedData, split: str, *, embed: bool = False):
     """
     import numpy as np
 
-    if prepared.schema.image is None:
+    if not kind_of(prepared.schema).reads_images:
         return prepared.inputs[split], prepared.targets[split]
     column = prepared.schema.feature_names[0]
     values = getattr(prepared.split, split)[column].tolist()

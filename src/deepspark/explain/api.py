@@ -19,6 +19,7 @@ from deepspark.explain.base import (
     check_method,
     explainer_class,
 )
+from deepspark.models.kinds import kind_named
 
 logger = logging.getLogger("deepspark.explain")
 
@@ -139,17 +140,20 @@ def explain(
     return ExplainResult(explanation=explanation, summary=summary)
 
 
-# Per kind of model: how its data is explained (one process, Spark) and how the folder is
-# written. A new explanation method needs none of this, only a registered explainer.
+# Per kind of model: how its data is explained (one process, Spark), what its summary adds
+# (the explained output, in words, and the kind's own fields) and how the folder is written.
+# A new explanation method needs none of this, only a registered explainer.
 _FLOWS = {
     TABULAR: {
         "local": "deepspark.explain.api:_explain_local",
         "spark": "deepspark.explain.api:_explain_spark",
+        "summary": "deepspark.explain.api:_table_summary",
         "report": "deepspark.explain.report:write_report",
     },
     IMAGE: {
         "local": "deepspark.explain.images.flow:explain_images_local",
         "spark": "deepspark.explain.images.spark:explain_images_on_spark",
+        "summary": "deepspark.explain.api:_image_summary",
         "report": "deepspark.explain.images.report:write_image_report",
     },
 }
@@ -329,7 +333,7 @@ def _explain_spark(model, explainer_type, data, *, rows, background, seed, optio
 def _summary(model_uri, method, explanation, facts, *, seed, spark) -> dict:
     count = len(explanation)
     kind = getattr(explanation, "kind", TABULAR)
-    unit = "images" if kind == IMAGE else "rows"
+    unit = kind_named(kind).unit
     summary = {
         "method": method,
         "kind": kind,
@@ -348,28 +352,34 @@ def _summary(model_uri, method, explanation, facts, *, seed, spark) -> dict:
             "max over rows of |sum(attributions) - (prediction - baseline)| / standard "
             f"deviation of the explained output over the background {unit}"
         ),
-        "explained_output": _explained_output(explanation, kind),
     }
-    if kind == IMAGE:
-        summary["bad_images"] = len(explanation.details.get("bad_images", []))
-        summary["details"] = {
-            key: value
-            for key, value in explanation.details.items()
-            if isinstance(value, str | int | float | bool | type(None) | list)
-            and key != "bad_images"
-        }
-    return summary
+    return {**summary, **_resolve(_FLOWS[kind]["summary"])(explanation)}
 
 
-def _explained_output(explanation, kind: str) -> str:
-    if kind == IMAGE:
-        text = "probability of explained_class (the predicted class unless --class)"
-        if explanation.details.get("score") == "logit":
-            text += "; the Grad-CAM map follows the class's logit"
-        return text
+def _table_summary(explanation) -> dict:
     if explanation.explained_class is None:
-        return "prediction (target units)"
-    return "probability of explained_class (binary: the second label; multiclass: predicted)"
+        explained = "prediction (target units)"
+    else:
+        explained = (
+            "probability of explained_class (binary: the second label; multiclass: predicted)"
+        )
+    return {"explained_output": explained}
+
+
+def _image_summary(explanation) -> dict:
+    explained = "probability of explained_class (the predicted class unless --class)"
+    if explanation.details.get("score") == "logit":
+        explained += "; the Grad-CAM map follows the class's logit"
+    details = {
+        key: value
+        for key, value in explanation.details.items()
+        if isinstance(value, str | int | float | bool | type(None) | list) and key != "bad_images"
+    }
+    return {
+        "explained_output": explained,
+        "bad_images": len(explanation.details.get("bad_images", [])),
+        "details": details,
+    }
 
 
 def log_explanation(model, model_uri: str, summary: dict, output) -> str:

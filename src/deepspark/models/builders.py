@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from deepspark.config import TrainConfig
 from deepspark.data.schema import FeatureSchema
 from deepspark.errors import UserInputError
+from deepspark.models.kinds import kind_named, kind_of
 
 if TYPE_CHECKING:  # the builders' modules import Keras; this one must not (backend choice)
     from deepspark.models.preprocessing import NumericStats
@@ -61,10 +62,9 @@ class BuildContext:
 Builder = Callable[[BuildContext], Any]
 _BUILDERS: dict[str, Builder] = {}
 _TAKES: dict[str, tuple[str, ...]] = {}  # name -> the data kinds it builds for
-#: The builder used when ``model`` is not given, per data kind. ``tabular_net`` beats ``mlp``
-#: and scikit-learn's tree ensembles on California housing and on average over the suite of
-#: benchmarks/bench_tabular_suite.py (3 seeds), so it is the tables' default.
-DEFAULT_MODELS = {"tabular": "tabular_net", "image": "cnn"}
+# The builder used when ``model`` is not given is the kind's ``default_builder``. ``tabular_net``
+# beats ``mlp`` and scikit-learn's tree ensembles on California housing and on average over the
+# suite of benchmarks/bench_tabular_suite.py (3 seeds), so it is the tables' default.
 
 
 #: Settings that only some models read; every other setting concerns the run (data, optimizer,
@@ -177,7 +177,7 @@ def check_model(model: Any, kind: str | None = None) -> None:
         )
     if kind is not None and kind not in _TAKES[model]:
         fitting = [name for name, kinds in sorted(_TAKES.items()) if kind in kinds]
-        given = "an image folder or image table" if kind == "image" else "a table"
+        given = kind_named(kind).data_description
         raise UserInputError(
             f"Model '{model}' takes {' or '.join(_TAKES[model])} data, but the data is {given}; "
             f"use --model {' or '.join(fitting)}. Received: model={model!r}"
@@ -192,7 +192,7 @@ def default_model(kind: str, config: TrainConfig) -> str:
         return "transfer"
     if config.activation == "linear":
         return "mlp"
-    return DEFAULT_MODELS[kind]
+    return kind_named(kind).default_builder
 
 
 def check_base(model: Any, config: TrainConfig) -> None:
@@ -258,9 +258,10 @@ def _wrap_body(context: BuildContext, body, keras):
 def _wrap_complete(context: BuildContext, model, keras):
     """A complete model with deepspark's inputs in front, its own class kept (and so its
     ``train_step``): the encoded features (preprocessing included) or the raw ``numeric`` /
-    ``categorical`` inputs, whichever it takes. Image models are used as they are."""
+    ``categorical`` inputs, whichever it takes. Models of a kind without encoded features
+    (images) are used as they are."""
     schema = context.schema
-    if schema.image is None:
+    if kind_of(schema).encoded_features:
         from deepspark.models.mlp import encoded_features
 
         inputs, features = encoded_features(schema, context.numeric_stats, context.config)
@@ -339,17 +340,7 @@ def _check_output(model, schema) -> None:
 
 
 def _build_mlp(context: BuildContext):
-    from deepspark.models.mlp import build_mlp, build_pixel_mlp
-
-    if context.schema.image is not None:
-        return build_pixel_mlp(context.schema, context.config)
-    return build_mlp(
-        context.schema,
-        context.numeric_stats,
-        context.config,
-        target_center=context.target_center,
-        target_scale=context.target_scale,
-    )
+    return kind_of(context.schema).build_mlp(context)
 
 
 def _build_tabular_net(context: BuildContext):

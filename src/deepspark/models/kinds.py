@@ -13,8 +13,22 @@ to files, serving) asks the model's kind instead of testing ``kind == "image"``:
 - ``example_input``: one valid row (a warm-up call compiles the model before serving);
 - ``requirements``: extra packages a serving environment needs.
 
+Training, tuning and explaining ask the kind too, through small named capabilities instead of
+``kind == "image"`` / ``schema.image is not None`` tests:
+
+- ``unit`` (what one input is called: ``rows``, ``images``) and ``data_description`` (the data
+  named in messages);
+- ``default_builder`` (the network ``train`` builds when none is given) and ``build_mlp`` (the
+  ``mlp`` builder's network for this kind's data);
+- ``encoded_features``: the network reads deepspark's encoded feature vector (one position per
+  named column or category), so preprocessing goes in front of a user's network and an affine
+  network's weights are per-feature coefficients;
+- ``default_patience`` and ``large_table_batches``: the data-dependent training defaults;
+- ``supports_tuning`` / ``supports_bagging``: whether ``tune`` / ``--bagging`` take this data;
+- ``logged_example``: the input example logged with a trained model.
+
 A new kind subclasses ``ModelKind`` and is added with ``register_kind``; ``kind_of(schema)``
-finds it by ``FeatureSchema.kind``.
+finds it by ``FeatureSchema.kind`` (``kind_named(name)`` by its name).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from deepspark.config import DEFAULT_PATIENCE
 from deepspark.data.schema import (
     NUMERIC,
     FeatureSchema,
@@ -75,6 +90,25 @@ class ModelKind:
     name = ""
     requirements: tuple[str, ...] = ()
     reads_images = False  # takes image files (an image folder is valid input)
+    #: What one input is called in reports (the explanation summary's additivity definition).
+    unit = "rows"
+    #: The data, as messages name it (``... but the data is a table``).
+    data_description = "a table"
+    #: The builder ``train`` uses when no ``model`` is given (a name registered in
+    #: ``models.builders``).
+    default_builder = "mlp"
+    #: The network reads deepspark's encoded feature vector (one position per named column or
+    #: category): a user's network gets the preprocessing in front, and an affine network's
+    #: weights are per-feature coefficients.
+    encoded_features = False
+    #: Epochs without improvement before early stopping, unless ``patience`` is set.
+    default_patience = DEFAULT_PATIENCE["tabular"]
+    #: More than ``config.LARGE_TABLE_ROWS`` rows raise the default batch size.
+    large_table_batches = False
+    #: ``deepspark.tune`` can search this kind's settings.
+    supports_tuning = False
+    #: ``--bagging`` can train members on folds of this kind's data.
+    supports_bagging = False
 
     def input_columns(self, schema: FeatureSchema) -> list[Column]:
         raise NotImplementedError
@@ -104,11 +138,26 @@ class ModelKind:
     def example_input(self, schema: FeatureSchema) -> pd.DataFrame:
         raise NotImplementedError
 
+    def logged_example(self, prepared) -> pd.DataFrame | None:
+        """The input example logged with a model trained on ``prepared`` (a
+        ``training.prepare.PreparedData``); ``None``: the signature says enough."""
+        return None
+
+    def build_mlp(self, context):
+        """The ``mlp`` builder's network for this kind's data (``context``: a
+        ``models.builders.BuildContext``)."""
+        raise NotImplementedError
+
 
 class TabularKind(ModelKind):
     """Raw table columns in: numbers (imputed when empty) and text categories."""
 
     name = "tabular"
+    default_builder = "tabular_net"  # beats mlp on benchmarks/bench_tabular_suite.py
+    encoded_features = True
+    large_table_batches = True  # larger data, larger batches, as TabM's recipes do
+    supports_tuning = True
+    supports_bagging = True
 
     def input_columns(self, schema: FeatureSchema) -> list[Column]:
         return [
@@ -148,6 +197,20 @@ class TabularKind(ModelKind):
         }
         return pd.DataFrame([row])
 
+    def logged_example(self, prepared) -> pd.DataFrame | None:
+        return prepared.example_rows()
+
+    def build_mlp(self, context):
+        from deepspark.models.mlp import build_mlp
+
+        return build_mlp(
+            context.schema,
+            context.numeric_stats,
+            context.config,
+            target_center=context.target_center,
+            target_scale=context.target_scale,
+        )
+
 
 class ImageKind(ModelKind):
     """Encoded image bytes (an ``image`` column) or image files (a ``path`` column) in; a row
@@ -156,6 +219,11 @@ class ImageKind(ModelKind):
     name = "image"
     requirements = ("pillow",)
     reads_images = True
+    unit = "images"
+    data_description = "an image folder or image table"
+    default_builder = "cnn"
+    default_patience = DEFAULT_PATIENCE["image"]
+    # logged_example: none, an image model's example would be local paths or raw bytes.
 
     def input_columns(self, schema: FeatureSchema) -> list[Column]:
         from deepspark.data.image_inputs import IMAGE_COLUMN, PATH_COLUMN
@@ -187,6 +255,11 @@ class ImageKind(ModelKind):
         Image.new(mode, (spec.width, spec.height)).save(encoded, format="PNG")
         return pd.DataFrame({IMAGE_COLUMN: [encoded.getvalue()]})
 
+    def build_mlp(self, context):
+        from deepspark.models.mlp import build_pixel_mlp
+
+        return build_pixel_mlp(context.schema, context.config)
+
 
 _KINDS: dict[str, ModelKind] = {}
 
@@ -203,10 +276,19 @@ register_kind(ImageKind())
 
 def kind_of(schema: FeatureSchema) -> ModelKind:
     """The kind of a model, from its schema."""
+    return kind_named(schema.kind)
+
+
+def kind_named(name: str) -> ModelKind:
+    """The registered kind called ``name`` (``tabular``, ``image``, ...).
+
+    Raises:
+        UserInputError: No kind of that name is registered.
+    """
     try:
-        return _KINDS[schema.kind]
+        return _KINDS[name]
     except KeyError:
         raise UserInputError(
             f"Unknown model kind; this deepspark knows {', '.join(sorted(_KINDS))}. "
-            f"Received: kind={schema.kind!r}"
+            f"Received: kind={name!r}"
         ) from None

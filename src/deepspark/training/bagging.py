@@ -37,6 +37,7 @@ from deepspark.data.splits import MIN_EVAL_ROWS, MIN_TRAIN_ROWS, DataSplit
 from deepspark.errors import UserInputError
 from deepspark.models.bagged import average_members
 from deepspark.models.inference import predict_arrays
+from deepspark.models.kinds import kind_of
 from deepspark.training.evaluation import evaluate_predictions
 from deepspark.training.fit import FitOutcome, build_compiled_model, default_callbacks, run_fit
 from deepspark.training.prepare import PreparedData
@@ -172,7 +173,7 @@ def check_bagging(prepared: PreparedData, k: int) -> None:
             f"--bagging takes a whole number of members from {MIN_MEMBERS} to {MAX_MEMBERS} "
             f"(1: no bagging). Received: bagging={k!r}"
         )
-    if prepared.streamed is not None or prepared.schema.kind != "tabular":
+    if prepared.streamed is not None or not kind_of(prepared.schema).supports_bagging:
         raise UserInputError(
             "--bagging trains on tables held in memory; leave out --bagging for streamed "
             "tables and images (or raise --max-memory-mb). "

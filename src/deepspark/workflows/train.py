@@ -25,6 +25,7 @@ from deepspark.models.builders import (
     has_own_train_step,
     unused_settings,
 )
+from deepspark.models.kinds import kind_of
 from deepspark.store.store import STORE_ENV, Store
 from deepspark.training.checkpoint import CheckpointStore, checkpoint_root
 from deepspark.training.prepare import PreparedData, prepare_data
@@ -356,7 +357,7 @@ def _start_run_records(prepared: PreparedData, run_id: str) -> CheckpointStore:
         }
     )
     mlflow.log_dict(prepared.schema.to_dict(), "feature_schema.json")
-    if prepared.schema.image is not None:
+    if kind_of(prepared.schema).reads_images:
         _log_bad_images(prepared.bad_images)
     return store
 
@@ -452,8 +453,7 @@ def _finish(
             "metrics": metrics,
         },
     )
-    # An image model's example would be local paths or raw bytes: its signature says enough.
-    example = None if schema.image else prepared.example_rows()
+    example = kind_of(schema).logged_example(prepared)
     linear = _linear_coefficients(model, schema)
     result = TrainResult(
         run_id=run_id,
@@ -522,7 +522,7 @@ def finish_logging(run_id: str, *, tracking_uri: str | None = None) -> TrainResu
 def _linear_coefficients(model, schema) -> dict[str, Any]:
     """``coefficients`` and ``intercept`` of an affine model on a table (logged as
     ``coefficients.json``); empty for other models."""
-    if schema.image is not None:
+    if not kind_of(schema).encoded_features:
         return {}
     from deepspark.models.linear import linear_coefficients
 

@@ -29,6 +29,7 @@ from deepspark._backend import use_backend
 from deepspark.config import TrainConfig, make_config
 from deepspark.errors import UserInputError
 from deepspark.models.builders import check_model
+from deepspark.models.kinds import kind_of
 from deepspark.training.prepare import PreparedData, prepare_data
 from deepspark.tuning import report
 from deepspark.tuning import study as studies
@@ -255,10 +256,10 @@ def _check_searchable(space: Mapping[str, Any], config: TrainConfig) -> None:
 
 
 def _check_tabular(prepared: PreparedData) -> None:
-    if prepared.schema.kind != "tabular":
+    if not kind_of(prepared.schema).supports_tuning:
         raise UserInputError(
-            "tune searches the settings of networks for tables; image data is not supported "
-            f"yet. Received: data={prepared.config.data!r}"
+            f"tune searches the settings of networks for tables; {prepared.schema.kind} data "
+            f"is not supported yet. Received: data={prepared.config.data!r}"
         )
 
 

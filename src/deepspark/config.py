@@ -318,12 +318,6 @@ def validate_config(config: TrainConfig) -> None:
             raise _invalid(name, "must be a positive integer", getattr(config, name))
     if config.bagging > 20:
         raise _invalid("bagging", "must be 1 (no bagging) to 20", config.bagging)
-    if config.bagging > 1 and (config.workers > 1 or config.launcher is not None):
-        raise _invalid(
-            "bagging",
-            "trains its members in one process for now; leave out --workers / --launcher",
-            config.bagging,
-        )
     _validate_distributed(config)
     _validate_images(config)
     _validate_registration(config)

@@ -29,22 +29,35 @@ EPOCHS = 5
 TINY_BASE = {"base": "mobilenet", "weights": "none", "base_options": {"alpha": 0.25}}
 
 
-def worker_pids(parent: int) -> dict[int, int]:
-    """rank -> pid of the launcher's worker processes under ``parent``."""
-    found = {}
+def worker_pids(driver: int) -> dict[int, int]:
+    """rank -> pid of the worker processes that the launcher in process ``driver`` started:
+    forked by its zygote (named ``deepspark-rankN``, a grandchild) or spawned (a child running
+    ``deepspark.distributed._entry`` with ``RANK`` in its environment)."""
+    parents, found = {}, {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
+            name = (proc / "comm").read_text().strip()
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             command = (proc / "cmdline").read_bytes()
-            parent_pid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             environ = (proc / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError, IndexError):
             continue
-        if parent_pid == parent and b"deepspark.distributed._entry" in command:
-            rank = next(int(item[5:]) for item in environ if item.startswith(b"RANK="))
-            found[rank] = int(proc.name)
-    return found
+        if name.startswith("deepspark-rank"):
+            found[int(proc.name)] = int(name.removeprefix("deepspark-rank"))
+        elif b"deepspark.distributed._entry" in command:
+            ranks = [int(item[5:]) for item in environ if item.startswith(b"RANK=")]
+            found[int(proc.name)] = ranks[0] if ranks else -1
+    mine = {}
+    for pid, rank in found.items():
+        ancestor = parents.get(pid)
+        for _ in range(2):
+            if ancestor == driver:
+                mine[rank] = pid
+                break
+            ancestor = parents.get(ancestor)
+    return mine
 
 
 def test_killed_worker_restarts_from_last_checkpoint(workdir):

@@ -87,9 +87,9 @@ def test_the_test_split_is_untouched(bagged_table):
     np.testing.assert_array_equal(prepared.targets["test"], test_targets)
     # No test row is among the rows the members trained or stopped on.
     pooled = prepared.rows["train"] + prepared.rows["val"]
-    from deepspark.training.bagging import _pool, member_data
+    from deepspark.training.bagging import member_data, pool_rows
 
-    pool = _pool(prepared)
+    pool = pool_rows(prepared)
     assert len(pool.frame) == pooled
     member = member_data(prepared, pool, fold_assignment(pool.targets, K, seed=1, task="x"), 0)
     seen = set(map(tuple, member.split.train.astype(str).to_numpy())) | set(
@@ -191,5 +191,54 @@ def test_train_with_bagging_logs_one_averaged_model_with_out_of_fold_validation(
     assert is_bagged(model.keras_model) and len(members_of(model.keras_model)) == 3
     scored = model.predict(table.drop(columns="y").head(5))
     assert len(scored) == 5 and scored["prediction"].notna().all()
-    with pytest.raises(UserInputError, match="bagging"):
-        deepspark.train(table, "y", bagging=3, workers=2)
+
+
+def test_gradient_explanations_are_those_of_the_averaged_model(bagged_table, tmp_path):
+    """Integrated gradients on the bagged artifact: additive, and the explained output is the
+    mean of the members' (the predicted class's probability)."""
+    from deepspark.explain.api import explain
+    from deepspark.tracking.model import DeepsparkModel
+
+    prepared, bagged, _ = bagged_table
+    folder = DeepsparkModel(bagged.model, prepared.schema, {"run_id": "bagged-explain"}).save(
+        tmp_path / "model"
+    )
+    rows = prepared.split.test.head(12)
+    result = explain(
+        str(folder), rows, method="gradient", rows=12, background=12, log_to_mlflow=False
+    )
+    explanation = result.explanation
+    assert result.summary["max_additivity_error"] <= 0.01
+    gaps = explanation.attributions.sum(axis=1) - (explanation.prediction - explanation.baseline)
+    assert np.max(np.abs(gaps) / explanation.additivity_scale) <= 0.01
+    inputs = {name: values[:12] for name, values in prepared.inputs["test"].items()}
+    members = [predict_arrays(outcome.model, inputs) for outcome in bagged.members]
+    mean = np.mean(members, axis=0)
+    explained = mean[np.arange(12), mean.argmax(axis=1)]
+    np.testing.assert_allclose(np.asarray(explanation.prediction), explained, atol=1e-5)
+
+
+def test_tune_with_bagging_scores_each_trial_out_of_fold(workdir):
+    """Each trial is a bagged ensemble scored on its out-of-fold rows; the retrained best (same
+    seeds, same folds) reports that very score as its validation metric."""
+    import deepspark
+    from deepspark.tuning.space import OPTIONAL_ENTRIES, config_fields
+
+    without_optional = {name: None for name in OPTIONAL_ENTRIES if name in config_fields()}
+    table = make_table(rows=160, seed=5, task="regression")
+    result = deepspark.tune(
+        table,
+        "y",
+        trials=2,
+        bagging=2,
+        space={"hidden": "8|4", "dropout": "0", **without_optional},
+        epochs=2,
+        batch_size=32,
+        patience=2,
+    )
+    assert result.trials == {"complete": 2, "pruned": 0, "failed": 0}
+    assert result.metrics["val_rmse"] == pytest.approx(result.best_value, rel=1e-5)
+    model = deepspark.load_model(result.model_uri).keras_model
+    assert is_bagged(model) and len(members_of(model)) == 2
+    with pytest.raises(UserInputError, match=r"too few for 20 folds.*Received: bagging=20"):
+        deepspark.tune(table.head(40), "y", trials=1, bagging=20, epochs=1)

@@ -2,11 +2,12 @@
 rendezvous for jax.distributed or torch.distributed) and ``horovod`` (``horovodrun --gloo``).
 
 The job (function and arguments) goes to the workers as a cloudpickle file in a job folder; each
-worker runs ``python -m deepspark.distributed._entry JOB_DIR``; rank 0 writes its return value
-there, and a worker that raises writes its exception there before exiting 1. A worker that exits
-any other way (signal, crash) is lost, and the job may be restarted. While they run, the
-driver's ``ProgressMonitor`` judges the startup timeout and the watchdog; either stops them all
-with a ``WorkerTimeoutError``.
+worker runs ``deepspark.distributed._entry JOB_DIR`` (forked from a zygote that imported Keras
+and deepspark once, ``_zygote``, or ``python -m`` in a fresh interpreter); rank 0 writes its
+return value there, and a worker that raises writes its exception there before exiting 1. A
+worker that exits any other way (signal, crash) is lost, and the job may be restarted. While
+they run, the driver's ``ProgressMonitor`` judges the startup timeout and the watchdog; either
+stops them all with a ``WorkerTimeoutError``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from deepspark.distributed import _zygote
 from deepspark.distributed.backends import free_port
 from deepspark.distributed.launch import WorkerFailedError, WorkerLostError, worker_settings
 from deepspark.distributed.progress import PROGRESS_ENV, ProgressMonitor
@@ -68,7 +70,8 @@ def entry_command(job_dir: Path) -> list[str]:
     return [sys.executable, "-m", "deepspark.distributed._entry", str(job_dir)]
 
 
-def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subprocess.Popen]:
+def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list:
+    """One process per rank: forked from the zygote (``_zygote``) or a fresh interpreter."""
     from deepspark.distributed.cores import pinning_settings
 
     rendezvous = {
@@ -87,11 +90,16 @@ def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list[subpr
             "LOCAL_RANK": str(rank),
         }
         # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
-        processes.append(
-            subprocess.Popen(
-                entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=die_with_parent
+        if _zygote.enabled():
+            processes.append(
+                _zygote.start_worker(entry_command(job_dir), rank_env, f"deepspark-rank{rank}")
             )
-        )
+        else:
+            processes.append(
+                subprocess.Popen(
+                    entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=die_with_parent
+                )
+            )
     return processes
 
 

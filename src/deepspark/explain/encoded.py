@@ -31,12 +31,19 @@ class EncodedNetwork:
     """
 
     def __init__(self, model):
+        from deepspark.models.bagged import is_bagged, split_members
+
         keras = import_keras()
         keras_model = model.keras_model
-        encoded = _encoded_tensor(keras_model)
-        self.encoder = keras.Model(keras_model.inputs, encoded)
-        self.network = keras.Model(encoded, keras_model.output)
-        self.groups = _groups(model.schema, keras_model)
+        if is_bagged(keras_model):  # each member encodes on its own: their features side by side
+            self.encoder, self.network, members = split_members(keras_model, _encoded_tensor)
+            encoded = self.encoder.output
+            self.groups = np.vstack([_groups(model.schema, member) for member in members])
+        else:
+            encoded = _encoded_tensor(keras_model)
+            self.encoder = keras.Model(keras_model.inputs, encoded)
+            self.network = keras.Model(encoded, keras_model.output)
+            self.groups = _groups(model.schema, keras_model)
         if self.groups.shape[0] != int(encoded.shape[-1]):
             raise DeepsparkError(
                 f"Encoded width {encoded.shape[-1]} does not match the schema's "

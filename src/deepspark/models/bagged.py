@@ -78,6 +78,44 @@ def is_bagged(model) -> bool:
     return bool(members_of(model))
 
 
+def split_members(model, encoded_tensor_of) -> tuple:
+    """A model made by ``average_members`` cut where each member encodes its raw inputs
+    (each member has its own preprocessing, so there is no one encoded space).
+
+    Args:
+        model: The combined model.
+        encoded_tensor_of: ``encoded_tensor_of(member) -> tensor``: where a member's own
+            preprocessing ends (``explain.encoded`` knows deepspark's layer names).
+
+    Returns:
+        ``(encoder, network, members)``: ``encoder`` maps the raw inputs to every member's
+        encoded features side by side; ``network`` maps those to the mean of the members'
+        outputs, so ``network(encoder(x)) == model(x)``; ``members`` in the encoder's order.
+        Gradients of ``network`` sum, per member, to that member's share of the mean: an
+        attribution method run on the halves explains the averaged model.
+    """
+    members = members_of(model)
+    inputs = {tensor.name: tensor for tensor in model.inputs}
+    encoders, networks, widths = [], [], []
+    for member in members:
+        encoded = encoded_tensor_of(member)
+        encoders.append(keras.Model(member.input, encoded, name=f"{member.name}_encoder"))
+        networks.append(keras.Model(encoded, member.output, name=f"{member.name}_network"))
+        widths.append(int(encoded.shape[-1]))
+    parts = [
+        part(_member_inputs(member, inputs)) for part, member in zip(encoders, members, strict=True)
+    ]
+    encoder = keras.Model(model.inputs, keras.layers.Concatenate(name="encoded_members")(parts))
+    side_by_side = keras.Input(shape=(sum(widths),), name="encoded_members")
+    starts = [sum(widths[:index]) for index in range(len(widths))]
+    outputs = [
+        network(side_by_side[:, start : start + width])
+        for network, start, width in zip(networks, starts, widths, strict=True)
+    ]
+    average = keras.layers.Average()(outputs) if len(outputs) > 1 else outputs[0]
+    return encoder, keras.Model(side_by_side, average), members
+
+
 def _input_signature(model) -> list[tuple[str, tuple, str]]:
     """``(name, shape without rows, dtype)`` per input, by name."""
     return sorted(

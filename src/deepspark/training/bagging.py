@@ -13,10 +13,10 @@ members' outputs, probabilities for classifiers), so the artifact contract holds
 
 Members train one after the other in this process. They are independent once the pool and the
 folds are fixed, so they can go parallel without changing the result: ``fit_member`` is the seam.
-A parallel runner gives each member to its own process (``distributed.launch``'s local processes,
-``cores.py`` dividing the cores) or Spark task (one task per member, data from the store's
-shards), each writing its member's ``.keras`` file to the store; the driver then loads them and
-calls ``average_members`` and ``oof_metrics`` the same way ``train_bagged`` does.
+``distributed.bagging`` uses it: worker processes (``distributed.launch``'s local
+processes, ``cores.py`` dividing the cores, or Spark barrier tasks) train the members and write
+each one's ``.keras`` file to the run's checkpoint store; the driver loads them and hands them to
+``fit_bagged`` through ``fit_member``, which combines them and scores the OOF rows as here.
 
 Example:
     >>> prepared = prepare_data(make_config({"data": "small.csv", "target": "y"}))
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -139,7 +139,7 @@ def train_bagged(
     """
     check_bagging(prepared, k)
     fit_member = fit_member or fit_member_quietly
-    pool = _pool(prepared)
+    pool = pool_rows(prepared)
     folds = fold_assignment(pool.targets, k, seed=prepared.config.seed, task=pool.task)
     oof_output = None
     members = []
@@ -219,7 +219,7 @@ def fold_assignment(targets: np.ndarray, k: int, *, seed: int, task: str) -> np.
 
 
 @dataclasses.dataclass(frozen=True)
-class _Pool:
+class PooledRows:
     """The training and validation rows, concatenated in that order."""
 
     frame: pd.DataFrame
@@ -228,9 +228,10 @@ class _Pool:
     task: str
 
 
-def _pool(prepared: PreparedData) -> _Pool:
+def pool_rows(prepared: PreparedData) -> PooledRows:
+    """The training and validation rows of ``prepared``, in that order (what the folds cut)."""
     train, val = prepared.inputs["train"], prepared.inputs["val"]
-    return _Pool(
+    return PooledRows(
         frame=pd.concat([prepared.split.train, prepared.split.val], ignore_index=True),
         inputs={name: np.concatenate([train[name], val[name]]) for name in train},
         targets=np.concatenate([prepared.targets["train"], prepared.targets["val"]]),
@@ -238,7 +239,7 @@ def _pool(prepared: PreparedData) -> _Pool:
     )
 
 
-def member_data(prepared: PreparedData, pool: _Pool, folds: np.ndarray, index: int):
+def member_data(prepared: PreparedData, pool: PooledRows, folds: np.ndarray, index: int):
     """``prepared`` for member ``index``: trains on the folds other than ``index``, validates
     (early stopping) on fold ``index``; the test split and schema as they were; numeric
     statistics and the regression target's center and scale from the member's own rows."""
@@ -258,16 +259,23 @@ def member_data(prepared: PreparedData, pool: _Pool, folds: np.ndarray, index: i
         prepared,
         config=dataclasses.replace(prepared.config, seed=prepared.config.seed + index),
         split=DataSplit(train=frames["train"], val=frames["val"], test=prepared.split.test),
-        inputs={**inputs, "test": prepared.inputs["test"]},
-        targets={**targets, "test": prepared.targets["test"]},
+        # The test split (when there is one: tune's trials have none) as it was.
+        inputs={**prepared.inputs, **inputs},
+        targets={**prepared.targets, **targets},
         target_center=center,
         target_scale=scale,
     )
 
 
-def fit_member_quietly(member: PreparedData, index: int):
+def fit_member_quietly(member: PreparedData, index: int, *, extra_callbacks: Sequence = ()):
     """Train one member with deepspark's fit (early stopping on its held-out fold, best weights
     restored, LR reduction) and nothing written: no checkpoints, MLflow metrics or progress.
+
+    Args:
+        member: The member's data (``member_data``).
+        index: The member's index.
+        extra_callbacks: Keras callbacks that only observe (a parallel member's progress
+            reports): they run after deepspark's own and change nothing trained.
 
     Returns:
         A ``fit.FitOutcome`` whose ``epochs_completed`` counts the epochs the member trained.
@@ -280,6 +288,7 @@ def fit_member_quietly(member: PreparedData, index: int):
         train=(member.inputs["train"], member.targets["train"]),
         validation=(member.inputs["val"], member.targets["val"]),
         callbacks=callbacks,
+        user_callbacks=extra_callbacks,
     )
     # Without a writer the history stays empty; Keras' own History has the epochs.
     trained = len(getattr(model.history, "epoch", None) or [])

@@ -147,6 +147,8 @@ def train_trial(
     from deepspark.training.checkpoint import CheckpointStore
     from deepspark.training.fit import build_compiled_model, default_callbacks, run_fit
 
+    if config.bagging > 1:
+        return train_bagged_trial(prepared, config, objective=objective)
     started = time.perf_counter()
     data = dataclasses.replace(prepared, config=config)
     model = build_compiled_model(data)
@@ -185,6 +187,34 @@ def train_trial(
         if not math.isfinite(result.value):
             result.state, result.value = FAIL, None
             result.reason = f"{objective.metric} on the validation split is not finite"
+    result.seconds = round(time.perf_counter() - started, 3)
+    keras.backend.clear_session()
+    return result
+
+
+def train_bagged_trial(prepared: PreparedData, config: TrainConfig, *, objective) -> TrialOutcome:
+    """A trial of a bagged ensemble (``config.bagging`` members on folds of the training +
+    validation rows, ``training.bagging``), scored by the objective on the out-of-fold
+    predictions: each row by the one member that never saw it, the score the retrained model
+    reports as ``val_*``. Members train quietly: no per-epoch history, no pruning."""
+    from deepspark.training.bagging import train_bagged
+
+    started = time.perf_counter()
+    bagged = train_bagged(dataclasses.replace(prepared, config=config), config.bagging)
+    result = TrialOutcome(state=COMPLETE)
+    if bagged.diverged_at is not None:
+        member, epoch, batch = bagged.diverged_at
+        result.state = FAIL
+        result.reason = (
+            f"diverged: member {member + 1}'s loss became NaN at epoch {epoch + 1}, "
+            f"batch {batch + 1}"
+        )
+    else:
+        result.best_epoch = sorted(bagged.member_best_epochs)[len(bagged.members) // 2] - 1
+        result.value = float(bagged.oof_metrics.get(objective.metric, math.nan))
+        if not math.isfinite(result.value):
+            result.state, result.value = FAIL, None
+            result.reason = f"out-of-fold {objective.metric} is not finite"
     result.seconds = round(time.perf_counter() - started, 3)
     keras.backend.clear_session()
     return result

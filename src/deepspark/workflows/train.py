@@ -403,14 +403,18 @@ def _fit(prepared: PreparedData, store: CheckpointStore, *, run_id: str, callbac
     from deepspark.training.fit import fit_model
 
     config = prepared.config
-    if config.workers > 1 or config.launcher is not None:
-        from deepspark.distributed.training import fit_distributed
+    if config.bagging > 1 and _distributed(config):  # members in parallel worker processes
+        from deepspark.distributed.bagging import fit_bagged_parallel
 
-        outcome = fit_distributed(prepared, store, run_id=run_id, callbacks=callbacks)
+        outcome = fit_bagged_parallel(prepared, store)
     elif config.bagging > 1:
         from deepspark.training.bagging import fit_bagged
 
         outcome = fit_bagged(prepared, config.bagging)
+    elif _distributed(config):
+        from deepspark.distributed.training import fit_distributed
+
+        outcome = fit_distributed(prepared, store, run_id=run_id, callbacks=callbacks)
     else:
         outcome = fit_model(prepared, store, callbacks=callbacks)
     if outcome.diverged_at is not None:

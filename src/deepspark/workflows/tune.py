@@ -5,7 +5,10 @@ Which data selects the hyperparameters: the validation split only. The data is r
 once; every trial trains on the training split and is scored on the validation split (its early
 stopping and pruning see the validation split too); no trial sees the test split. The best
 configuration is then trained again by ``train`` (the same split, the same seed), and that run
-scores the test split, once.
+scores the test split, once. With ``bagging=K`` every trial is a bagged ensemble of K members on
+folds of the training + validation rows, scored by its out-of-fold predictions (each row by the
+member that never saw it, ``tuning.trial.train_bagged_trial``), the score the retrained best
+reports as ``val_*``; such trials are not pruned.
 
 MLflow: a parent run (``tune`` unless ``run_name`` is given) with the fixed settings, the search
 space (``space_<key>`` params), the objective per trial and the best so far (metrics
@@ -186,6 +189,11 @@ def tune(
     prepared = prepare_data(config, model=model, data=frame, stream=False)
     prepared = dataclasses.replace(prepared, builder=model)
     _check_tabular(prepared)
+    if config.bagging > 1:  # before the search: every trial would fail the same way
+        from deepspark.training.bagging import check_bagging
+        from deepspark.tuning.trial import validation_only
+
+        check_bagging(validation_only(prepared), config.bagging)
     objective = studies.resolve_objective(metric, prepared.schema.task)
     plan = {
         "trials": trials or 20,

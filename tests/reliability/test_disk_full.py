@@ -16,13 +16,13 @@ import pytest
 
 from deepspark.errors import StorageFullError
 
-DISK_BYTES = 2 * 1024 * 1024
+DISK_BYTES = 16 * 1024 * 1024  # a logged model carries deepspark's source (~1.8 MB in pages)
 PAGE = 4096
 
 
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
-    """A 2 MiB tmpfs mounted under ``tmp_path`` (unmounted at the end)."""
+    """A 16 MiB tmpfs mounted under ``tmp_path`` (unmounted at the end)."""
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(

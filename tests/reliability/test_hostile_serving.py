@@ -164,7 +164,7 @@ def test_server_keeps_serving_with_bounded_memory(servers, http):
                 started = time.perf_counter()
                 response = _post(http, server, body, content_type)
                 _check(response)
-                assert response.status_code != 200 and time.perf_counter() - started < 5
+                assert response.status_code != 200 and time.perf_counter() - started < 20
 
     attack(10)  # warm-up: first-use allocations and caches
     before = _rss_bytes()

@@ -190,6 +190,11 @@ def preload() -> None:
         import deepspark.distributed.training  # noqa: F401
         import deepspark.distributed.worker  # noqa: F401
         import deepspark.training.fit  # noqa: F401
+    # torch.distributed: the collectives of torch workers, and JAX's host collectives on CPU
+    # (gloo); importing torch is most of a JAX worker's start-up otherwise.
+    if os.environ.get("DEEPSPARK_JAX_COLLECTIVES") != "spmd":
+        with contextlib.suppress(Exception):
+            import torch.distributed  # noqa: F401
 
 
 def serve(channel: socket.socket) -> None:

@@ -91,15 +91,17 @@ def _start_local(job_dir: Path, workers: int, env: dict[str, str]) -> list:
         }
         # stdout of workers goes to stderr: the CLI's stdout carries one JSON document only.
         if _zygote.enabled():
-            processes.append(
-                _zygote.start_worker(entry_command(job_dir), rank_env, f"deepspark-rank{rank}")
+            try:
+                name = f"deepspark-rank{rank}"
+                processes.append(_zygote.start_worker(entry_command(job_dir), rank_env, name))
+                continue
+            except OSError as error:  # the zygote died or hung: a fresh interpreter still works
+                logger.warning("%s; rank %d starts in a fresh interpreter", error, rank)
+        processes.append(
+            subprocess.Popen(
+                entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=die_with_parent
             )
-        else:
-            processes.append(
-                subprocess.Popen(
-                    entry_command(job_dir), env=rank_env, stdout=2, preexec_fn=die_with_parent
-                )
-            )
+        )
     return processes
 
 

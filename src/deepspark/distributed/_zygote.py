@@ -131,7 +131,10 @@ class Zygote:
         with self.changed:
             while self.requests not in self.started:
                 if not self.alive() or time.monotonic() > deadline:
-                    raise OSError(f"the worker zygote (pid {self.process.pid}) did not start rank")
+                    raise OSError(
+                        f"the preloaded worker process (pid {self.process.pid}) did not "
+                        f"fork a worker within {START_TIMEOUT:.0f} s or exited"
+                    )
                 self.changed.wait(0.5)
             return ForkedWorker(self, self.started.pop(self.requests))
 

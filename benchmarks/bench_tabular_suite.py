@@ -14,11 +14,14 @@ on the held-out fold:
 
 - ``deepspark``: ``deepspark.train(<training folds as a DataFrame>, target, task=...,
   test_fraction=0)`` with default settings (deepspark cuts its own validation split from the
-  training folds by row hash, as ``data/splits.py`` does for any table); the held-out fold is
-  scored with the logged model's ``predict`` (``deepspark.load_model``), as a user would;
-- ``deepspark_bagged_K`` (``--bagging K``): K bagged members (``training.bagging``): through
-  ``deepspark.train(bagging=K)`` once the train workflow has the setting, else in process
-  (``prepare_data`` + ``train_bagged``, scored through ``DeepsparkModel.predict``; no MLflow);
+  training folds by row hash, as ``data/splits.py`` does for any table; a small table is bagged
+  by default: ``config.default_bagging``); the held-out fold is scored with the logged model's
+  ``predict`` (``deepspark.load_model``), as a user would;
+- ``deepspark_single`` (``bagging=1``): one network, trained only on tables whose default is a
+  bagged ensemble (elsewhere it is the default itself); the table's ``bagging_gain`` is
+  ``deepspark`` / ``deepspark_single``;
+- ``deepspark_bagged_K`` (``--bagging K``): ``deepspark.train(bagging=K)`` (the default's own
+  run where the default is K members); ``bagging_gain_K`` is its error / one network's;
 - ``random_forest``, ``hist_gradient_boosting``: scikit-learn's defaults (NaN handled natively,
   categories one-hot on the training folds' levels);
 - ``linear``: ``RidgeCV`` / ``LogisticRegression`` on median-imputed, standardized columns.
@@ -147,42 +150,29 @@ def fold_ids(frame, target: str, task: str, folds: int, seed: int) -> np.ndarray
 # --- Contenders ----------------------------------------------------------------------------------
 
 
-def deepspark_fit(train, test, *, target, task, seed, scratch, settings, bagging=1) -> dict:
-    """deepspark on the training folds, ``predict`` on the held-out fold: outputs + seconds."""
+def deepspark_fit(train, test, *, target, task, seed, scratch, settings, bagging=None) -> dict:
+    """deepspark on the training folds, ``predict`` on the held-out fold: outputs, seconds and
+    the members it bagged (``bagging=None``: the default, resolved by ``train``)."""
     import deepspark
-    from deepspark.config import TrainConfig
 
     started = time.perf_counter()
     common = {"task": task, "seed": seed, "test_fraction": 0.0, **settings}
-    if bagging > 1 and "bagging" not in TrainConfig.__dataclass_fields__:
-        model = _bagged_in_process(train, target, bagging=bagging, settings=common)
-    else:
-        result = deepspark.train(
-            train,
-            target,
-            checkpoint_dir=str(scratch / "checkpoints"),
-            run_name=f"bench-{seed}",
-            **({"bagging": bagging} if bagging > 1 else {}),
-            **common,
-        )
-        model = deepspark.load_model(result.model_uri)
+    if bagging is not None:
+        common["bagging"] = bagging
+    result = deepspark.train(
+        train,
+        target,
+        checkpoint_dir=str(scratch / "checkpoints"),
+        run_name=f"bench-{seed}",
+        **common,
+    )
+    model = deepspark.load_model(result.model_uri)
     seconds = time.perf_counter() - started
-    return {"predicted": model.predict(test.drop(columns=[target])), "seconds": seconds}
-
-
-def _bagged_in_process(train, target: str, *, bagging: int, settings: dict):
-    """``train_bagged`` on the training folds (until ``deepspark.train`` takes ``bagging``)."""
-    from deepspark.config import make_config
-    from deepspark.tracking.model import DeepsparkModel
-    from deepspark.training.bagging import train_bagged
-    from deepspark.training.prepare import prepare_data
-
-    config = make_config({"data": "<pandas DataFrame>", "target": target, **settings})
-    prepared = prepare_data(config, data=train)
-    bagged = train_bagged(prepared, bagging)
-    if bagged.model is None:
-        raise RuntimeError(f"bagged member diverged: {bagged.diverged_at}")
-    return DeepsparkModel(bagged.model, prepared.schema, {"oof_metrics": bagged.oof_metrics})
+    return {
+        "predicted": model.predict(test.drop(columns=[target])),
+        "seconds": seconds,
+        "bagging": result.bagging,
+    }
 
 
 def deepspark_scores(run: dict, test, target: str, task: str, labels) -> dict:
@@ -271,11 +261,7 @@ def run_table(name: str, args, scratch: Path) -> dict:
     labels = None if task == "regression" else sorted(frame[target].astype(str).unique())
     if labels is not None:
         frame[target] = frame[target].astype(str)
-    networks = {
-        "deepspark": 1,
-        **({f"deepspark_bagged_{args.bagging}": args.bagging} if args.bagging > 1 else {}),
-    }
-    by_seed = {}
+    by_seed, default_members = {}, []
     for seed in args.seeds:
         ids = fold_ids(frame, target, task, args.folds, seed)
         folds: dict[str, list[dict]] = {}
@@ -283,31 +269,68 @@ def run_table(name: str, args, scratch: Path) -> dict:
             train = frame[ids != fold].reset_index(drop=True)
             test = frame[ids == fold].reset_index(drop=True)
             rows = scikit_fits(train, test, target=target, task=task, seed=seed, labels=labels)
-            for network, bagging in networks.items():
-                run = deepspark_fit(
-                    train,
-                    test,
-                    target=target,
-                    task=task,
-                    seed=seed,
-                    scratch=scratch,
-                    settings=args.settings,
-                    bagging=bagging,
-                )
-                rows[network] = {
-                    **deepspark_scores(run, test, target, task, labels),
-                    "seconds": run["seconds"],
-                }
+            fit = {
+                "train": train,
+                "test": test,
+                "target": target,
+                "task": task,
+                "labels": labels,
+                "seed": seed,
+                "scratch": scratch,
+            }
+            rows.update(_network_rows(fit, args, default_members))
             for model, row in rows.items():
                 folds.setdefault(model, []).append(row)
             _progress(name, seed, fold, rows)
         by_seed[str(seed)] = {model: _mean_rows(rows) for model, rows in folds.items()}
+    networks = table_networks(args.bagging, bagged_by_default=max(default_members) > 1)
+    if "deepspark_single" not in networks:  # the default is one network: no column of its own
+        for seed_rows in by_seed.values():
+            seed_rows.pop("deepspark_single")
     return {
         "rows": len(frame),
         "task": task,
         "classes": len(labels) if labels else None,
-        **summarize_table(by_seed, list(networks)),
+        "default_bagging": sorted(set(default_members)),
+        **summarize_table(by_seed, networks),
     }
+
+
+def table_networks(bagging: int, *, bagged_by_default: bool) -> list[str]:
+    """The deepspark columns of a table: the default, one network where the default bags, and
+    ``deepspark_bagged_K`` with ``--bagging K``."""
+    return (
+        ["deepspark"]
+        + (["deepspark_single"] if bagged_by_default else [])
+        + ([f"deepspark_bagged_{bagging}"] if bagging > 1 else [])
+    )
+
+
+def _network_rows(fit: dict, args, default_members: list[int]) -> dict[str, dict]:
+    """The deepspark rows of one fold: the default, one network (trained only when the
+    default bagged) and ``--bagging K`` (the default's run when it bagged K members)."""
+
+    def run(bagging):
+        outcome = deepspark_fit(
+            fit["train"],
+            fit["test"],
+            target=fit["target"],
+            task=fit["task"],
+            seed=fit["seed"],
+            scratch=fit["scratch"],
+            settings=args.settings,
+            bagging=bagging,
+        )
+        scores = deepspark_scores(outcome, fit["test"], fit["target"], fit["task"], fit["labels"])
+        return {**scores, "seconds": outcome["seconds"]}, outcome["bagging"]
+
+    default, members = run(None)
+    default_members.append(members)
+    rows = {"deepspark": default, "deepspark_single": default if members == 1 else run(1)[0]}
+    if args.bagging > 1:
+        same = members == args.bagging
+        rows[f"deepspark_bagged_{args.bagging}"] = default if same else run(args.bagging)[0]
+    return rows
 
 
 def _progress(name: str, seed: int, fold: int, rows: dict) -> None:
@@ -359,41 +382,58 @@ def summarize_table(by_seed: dict, networks: list[str]) -> dict:
 
 
 def suite_figures(tables: dict, networks: list[str]) -> dict:
+    """Per network, over the tables that have its column: the mean and worst normalised error,
+    the goals and the seconds per training; the bagging gains per table."""
     figures = {}
     for network in networks:
-        ratios = {name: table["normalised_error"][network] for name, table in tables.items()}
-        worst = max(ratios, key=ratios.get)
-        small = [
-            table["summary"][network]["seconds_mean"]
-            for table in tables.values()
-            if table["rows"] < SMALL_ROWS
-        ]
-        figures[network] = {
-            "mean_normalised_error": round(statistics.fmean(ratios.values()), 4),
-            "worst_table": worst,
-            "worst_normalised_error": ratios[worst],
-            "tables_over_goal": sorted(
-                name for name, ratio in ratios.items() if ratio > GOAL_WORST
-            ),
-            "seconds_per_training": {
-                name: table["summary"][network]["seconds_mean"] for name, table in tables.items()
-            },
-            "max_seconds_small_tables": max(small) if small else None,
-            "goal_mean_met": statistics.fmean(ratios.values()) <= GOAL_MEAN,
-            "goal_worst_met": ratios[worst] <= GOAL_WORST,
-            "goal_seconds_met": (max(small) <= GOAL_SECONDS) if small else None,
-        }
-    if len(networks) > 1:  # bagged error / single-model error per table (below 1: bagging helps)
-        bagged = networks[1]
-        figures["bagging_gain"] = {
-            name: round(
-                table["summary"][bagged]["error_mean"]
-                / table["summary"]["deepspark"]["error_mean"],
-                4,
-            )
-            for name, table in tables.items()
-        }
+        having = {name: table for name, table in tables.items() if network in table["summary"]}
+        if having:
+            figures[network] = _network_figures(having, network)
+    # Error of the bagged ensemble / one network's, per table (below 1: bagging helps).
+    figures["bagging_gain"] = {
+        name: _gain(table, "deepspark", "deepspark_single")
+        for name, table in tables.items()
+        if "deepspark_single" in table["summary"]
+    }
+    for network in networks:
+        if network.startswith("deepspark_bagged_"):
+            members = network.rsplit("_", 1)[1]
+            figures[f"bagging_gain_{members}"] = {
+                name: _gain(table, network, _single_column(table)) for name, table in tables.items()
+            }
     return figures
+
+
+def _single_column(table: dict) -> str:
+    return "deepspark_single" if "deepspark_single" in table["summary"] else "deepspark"
+
+
+def _gain(table: dict, bagged: str, single: str) -> float:
+    summary = table["summary"]
+    return round(summary[bagged]["error_mean"] / summary[single]["error_mean"], 4)
+
+
+def _network_figures(tables: dict, network: str) -> dict:
+    ratios = {name: table["normalised_error"][network] for name, table in tables.items()}
+    worst = max(ratios, key=ratios.get)
+    small = [
+        table["summary"][network]["seconds_mean"]
+        for table in tables.values()
+        if table["rows"] < SMALL_ROWS
+    ]
+    return {
+        "mean_normalised_error": round(statistics.fmean(ratios.values()), 4),
+        "worst_table": worst,
+        "worst_normalised_error": ratios[worst],
+        "tables_over_goal": sorted(name for name, ratio in ratios.items() if ratio > GOAL_WORST),
+        "seconds_per_training": {
+            name: table["summary"][network]["seconds_mean"] for name, table in tables.items()
+        },
+        "max_seconds_small_tables": max(small) if small else None,
+        "goal_mean_met": statistics.fmean(ratios.values()) <= GOAL_MEAN,
+        "goal_worst_met": ratios[worst] <= GOAL_WORST,
+        "goal_seconds_met": (max(small) <= GOAL_SECONDS) if small else None,
+    }
 
 
 def parse_args(argv=None):
@@ -401,7 +441,13 @@ def parse_args(argv=None):
     parser.add_argument("--tables", default=None, help=f"comma-separated; default all: {TABLES}")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", default="42", help="comma-separated; 2+ give the seed spread")
-    parser.add_argument("--bagging", type=int, default=1, help="K > 1 adds deepspark_bagged_K")
+    parser.add_argument(
+        "--bagging",
+        type=int,
+        default=1,
+        help="K > 1 adds deepspark_bagged_K (the default bags small tables itself: the "
+        "deepspark column; deepspark_single is one network there)",
+    )
     parser.add_argument(
         "--setting",
         action="append",
@@ -442,14 +488,18 @@ def main(argv=None) -> None:
         scratch = Path(folder)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
         from deepspark._backend import backend_name
-        from deepspark.models.builders import DEFAULT_MODELS
+        from deepspark.config import AUTO_BAGGING_MEMBERS, auto_bagging_rows
+        from deepspark.models.kinds import kind_named
 
         tables = {name: run_table(name, args, scratch) for name in args.tables}
-    networks = ["deepspark"] + ([f"deepspark_bagged_{args.bagging}"] if args.bagging > 1 else [])
+    networks = table_networks(args.bagging, bagged_by_default=True)
     figures = {
         "benchmark": "tabular_suite",
         "keras_backend": backend_name(),
-        "default_tabular_model": DEFAULT_MODELS["tabular"],
+        "default_tabular_model": kind_named("tabular").default_builder,
+        # Tables of at most this many training + validation rows are bagged by default.
+        "auto_bagging_rows": auto_bagging_rows(),
+        "auto_bagging_members": AUTO_BAGGING_MEMBERS,
         "error": {"regression": "rmse", "binary": "log_loss", "multiclass": "log_loss"},
         "normalised_error": "network error / better tree's error (mean over folds and seeds)",
         "folds": args.folds,

@@ -25,7 +25,9 @@ def main(model_dir: str, data: str, output: str) -> None:
     from tests.distributed.checks import assert_matches_single_process
     from tests.distributed.rank_functions import fit_on_shard
 
-    spark = get_session("local-cluster[2,1,1024]")
+    # The executor JVMs start like the driver's (tests/conftest.py: SPARK_SUBMIT_OPTS).
+    fast_jvm = {"spark.executor.extraJavaOptions": os.environ.get("SPARK_SUBMIT_OPTS", "")}
+    spark = get_session("local-cluster[2,1,1024]", config=fast_jvm)
     frame = spark.read.parquet(data).repartition(4)
     predict(frame, model_dir, batch_rows=100).write.parquet(output)
     reports = spark.range(0, 40, numPartitions=8).select(worker_report("id")).toPandas()

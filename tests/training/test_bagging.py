@@ -242,3 +242,121 @@ def test_tune_with_bagging_scores_each_trial_out_of_fold(workdir):
     assert is_bagged(model) and len(members_of(model)) == 2
     with pytest.raises(UserInputError, match=r"too few for 20 folds.*Received: bagging=20"):
         deepspark.tune(table.head(40), "y", trials=1, bagging=20, epochs=1)
+
+
+# --- Bagging by default for small tables (config.default_bagging) --------------------------------
+
+AUTO = {
+    "hidden": (8,),
+    "epochs": 1,
+    "batch_size": 64,
+    "ensemble_size": 1,
+    "numeric_embedding": "none",
+}
+
+
+@pytest.fixture
+def auto_bagging(workdir, monkeypatch):
+    """The shipped default (tests/conftest.py turns default bagging off for every other test)."""
+    from deepspark.config import AUTO_BAGGING_ROWS_ENV
+
+    monkeypatch.delenv(AUTO_BAGGING_ROWS_ENV, raising=False)
+    return workdir
+
+
+def _bagging_of(result) -> tuple[int, str]:
+    """Members of the logged model (1: one network) and the run's ``bagging`` param."""
+    import mlflow
+
+    import deepspark
+
+    model = deepspark.load_model(result.model_uri).keras_model
+    members = len(members_of(model)) if is_bagged(model) else 1
+    return members, mlflow.get_run(result.run_id).data.params["bagging"]
+
+
+def test_a_small_table_is_bagged_by_default(auto_bagging, caplog):
+    import logging
+
+    import deepspark
+    from deepspark.config import AUTO_BAGGING_MEMBERS, AUTO_BAGGING_ROWS
+
+    table = make_table(rows=200, seed=4, task="regression")
+    with caplog.at_level(logging.INFO, logger="deepspark"):
+        result = deepspark.train(table, "y", **AUTO)
+    assert AUTO_BAGGING_MEMBERS == 3
+    assert _bagging_of(result) == (3, "3") and result.bagging == 3
+    pooled = result.rows["train"] + result.rows["val"]
+    expected = (
+        f"bagging 3 members by default (a table of {pooled} training + validation rows, at "
+        f"most {AUTO_BAGGING_ROWS:,}); --bagging 1 trains one network"
+    )
+    assert caplog.text.count(expected) == 1
+    assert "test_rmse" in result.metrics  # the test split is still scored once
+
+
+def test_an_explicit_bagging_1_trains_one_network(auto_bagging, caplog):
+    import logging
+
+    import deepspark
+
+    table = make_table(rows=200, seed=4, task="regression")
+    with caplog.at_level(logging.INFO, logger="deepspark"):
+        result = deepspark.train(table, "y", bagging=1, **AUTO)
+    assert _bagging_of(result) == (1, "1") and result.bagging == 1
+    assert "by default" not in caplog.text
+
+
+def test_a_table_above_the_threshold_trains_one_network(auto_bagging, monkeypatch):
+    import deepspark
+    from deepspark.config import AUTO_BAGGING_ROWS_ENV
+
+    monkeypatch.setenv(AUTO_BAGGING_ROWS_ENV, "100")  # the 200-row table's ~170 pass it
+    result = deepspark.train(make_table(rows=200, seed=4, task="binary"), "y", **AUTO)
+    assert _bagging_of(result) == (1, "1") and result.bagging == 1
+
+
+def test_a_model_the_user_chose_trains_one_network(auto_bagging):
+    import deepspark
+
+    result = deepspark.train(make_table(rows=200, seed=4), "y", model="mlp", **AUTO)
+    assert _bagging_of(result) == (1, "1")
+
+
+def test_the_threshold_variable_and_auto_resolve_in_one_place(monkeypatch):
+    """No training: ``default_bagging`` and the ``auto`` spelling (CLI, TOML)."""
+    from deepspark.config import AUTO_BAGGING_ROWS_ENV, default_bagging
+
+    config = make_config({"data": "t.csv", "target": "y", "bagging": "auto"})
+    assert config.bagging is None and make_config({"data": "t.csv", "bagging": "3"}).bagging == 3
+    monkeypatch.setenv(AUTO_BAGGING_ROWS_ENV, "500")
+    assert default_bagging(config, "tabular", pooled_rows=500) == 3
+    assert default_bagging(config, "tabular", pooled_rows=501) == 1
+    assert default_bagging(config, "tabular", pooled_rows=None) == 1  # streamed, tune, lr_find
+    assert default_bagging(config, "image", pooled_rows=10) == 1
+    distributed = make_config({"data": "t.csv", "workers": 2})
+    assert default_bagging(distributed, "tabular", pooled_rows=10) == 1
+    linear = make_config({"data": "t.csv", "activation": "linear"})  # the linear mlp
+    assert default_bagging(linear, "tabular", pooled_rows=10) == 1
+    explicit = make_config({"data": "t.csv", "bagging": 5})
+    assert default_bagging(explicit, "tabular", pooled_rows=10**6) == 5
+    monkeypatch.setenv(AUTO_BAGGING_ROWS_ENV, "0")
+    assert default_bagging(config, "tabular", pooled_rows=10) == 1
+    monkeypatch.setenv(AUTO_BAGGING_ROWS_ENV, "many")
+    with pytest.raises(UserInputError, match=r"whole number of rows.*Received: DEEPSPARK_AUTO"):
+        default_bagging(config, "tabular", pooled_rows=10)
+    with pytest.raises(UserInputError, match=r"Invalid --bagging.*or auto.*Received: bagging="):
+        make_config({"data": "t.csv", "bagging": "lots"})
+    with pytest.raises(UserInputError, match=r"1 \(no bagging\) to 20.*Received: bagging=21"):
+        make_config({"data": "t.csv", "bagging": 21})
+
+
+def test_tune_trials_and_prepare_data_do_not_bag_by_default(monkeypatch):
+    """Only ``train`` asks for default bagging; every other caller resolves ``None`` to 1."""
+    from deepspark.config import AUTO_BAGGING_ROWS_ENV
+
+    monkeypatch.delenv(AUTO_BAGGING_ROWS_ENV, raising=False)
+    config = make_config({"data": "<pandas DataFrame>", "target": "y", **TINY})
+    table = make_table(rows=120, seed=2)
+    assert prepare_data(config, data=table, stream=False).config.bagging == 1
+    assert prepare_data(config, data=table, auto_bagging=True).config.bagging == 3

@@ -153,7 +153,11 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
 @click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
 @click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")
 @click.option(
-    "--bagging", type=int, help="K > 1: a bagged k-fold ensemble of K networks (tables in memory)."
+    "--bagging",
+    metavar="K|auto",
+    help="A bagged k-fold ensemble of K networks (tables in memory); 1: one network "
+    "(default auto: 3 for a table of at most 2,000 training + validation rows, "
+    "$DEEPSPARK_AUTO_BAGGING_ROWS; else 1).",
 )
 @click.option("--register", help="Register the logged model as a new version of this name.")
 @click.option(

@@ -8,6 +8,12 @@ it, so the OOF metrics are an honest validation score. The test split is not tou
 combined model scores it once, like any other model. This is AutoGluon's default bagging and
 what the RealMLP and TabM authors ensemble over.
 
+``train`` bags small tables by default: ``bagging=None`` resolves to ``AUTO_BAGGING_MEMBERS``
+(3) members for an in-memory table of at most ``AUTO_BAGGING_ROWS`` training + validation rows
+trained with the default model in one process without callbacks (``config.default_bagging``;
+``$DEEPSPARK_AUTO_BAGGING_ROWS`` moves the threshold, 0 turns it off); ``bagging=1`` trains one
+network.
+
 The members are combined into ONE Keras model (``models.bagged.average_members``: mean of the
 members' outputs, probabilities for classifiers), so the artifact contract holds unchanged.
 

@@ -99,7 +99,12 @@ def resolve_target(config: TrainConfig, frame: pd.DataFrame) -> TrainConfig:
 
 
 def prepare_data(
-    config: TrainConfig, *, model: Any = None, data: Any = None, stream: bool = True
+    config: TrainConfig,
+    *,
+    model: Any = None,
+    data: Any = None,
+    stream: bool = True,
+    auto_bagging: bool = False,
 ) -> PreparedData:
     """Read, infer the schema, split (by a hash of each row) and encode.
 
@@ -115,6 +120,9 @@ def prepare_data(
             ``TableSource``); ``config.data`` then only describes it.
         stream: ``False`` reads the table into memory whatever its size (callers that need
             it there: tune, lr_find, explanation backgrounds).
+        auto_bagging: ``bagging=None`` may resolve to a bagged ensemble for a small table held
+            in memory (``config.default_bagging``); ``train`` passes it when the user gave no
+            model and no callbacks. ``False``: ``None`` resolves to 1 (one network).
 
     Raises:
         DataError / UserInputError: For every problem with the data or the target.
@@ -145,7 +153,7 @@ def prepare_data(
         from deepspark.training.prepare_images import prepare_images
 
         return prepare_images(config, frame, image_column)
-    config = large_table_defaults(resolve_target(config, frame), rows=len(frame))
+    config, rows = resolve_target(config, frame), len(frame)
     schema, frame = infer_schema(frame, config.target, task=config.task, exclude=config.exclude)
     check_loss(config, schema.task)
     split = hash_split(
@@ -154,6 +162,8 @@ def prepare_data(
         test_fraction=config.test_fraction,
         seed=config.seed,
     )
+    pooled = len(split.train) + len(split.val) if auto_bagging else None
+    config = large_table_defaults(config, rows=rows, pooled_rows=pooled)
     schema = learn_vocabularies(schema, split.train)
     parts = {"train": split.train, "val": split.val, "test": split.test}
     inputs = {name: encode_features(part, schema) for name, part in parts.items()}
@@ -241,14 +251,19 @@ def estimated_memory_bytes(source) -> int:
     return SMALL_FILE_FACTOR * (source.estimated_bytes or 0)
 
 
-def large_table_defaults(config: TrainConfig, *, rows: int) -> TrainConfig:
+def large_table_defaults(
+    config: TrainConfig, *, rows: int, pooled_rows: int | None = None
+) -> TrainConfig:
     """``with_data_defaults`` for a table of ``rows`` rows; when the batch size was raised for
     a large table and no learning rate given, the optimizer's default rate grows by the square
-    root of the batch growth (at most 4x)."""
+    root of the batch growth (at most 4x). ``pooled_rows``: the training + validation rows of
+    a table held in memory that may be bagged by default (``None``: not bagged by default)."""
     from deepspark.config import DEFAULT_BATCH_SIZE
     from deepspark.training.optimizers import DEFAULT_LEARNING_RATES
 
-    resolved = with_data_defaults(config, "tabular", rows=rows)
+    resolved = with_data_defaults(config, "tabular", rows=rows, pooled_rows=pooled_rows)
+    if config.bagging is None and resolved.bagging > 1:
+        _log_default_bagging(resolved.bagging, pooled_rows)
     if config.batch_size is None and config.lr is None and resolved.batch_size > DEFAULT_BATCH_SIZE:
         factor = min(4.0, (resolved.batch_size / DEFAULT_BATCH_SIZE) ** 0.5 / 2)
         rate = DEFAULT_LEARNING_RATES[config.optimizer] * max(1.0, factor)
@@ -260,6 +275,18 @@ def large_table_defaults(config: TrainConfig, *, rows: int) -> TrainConfig:
             rate,
         )
     return resolved
+
+
+def _log_default_bagging(members: int, pooled_rows: int | None) -> None:
+    from deepspark.config import auto_bagging_rows
+
+    logger.info(
+        "bagging %d members by default (a table of %s training + validation rows, at most "
+        "%s); --bagging 1 trains one network",
+        members,
+        f"{pooled_rows:,}",
+        f"{auto_bagging_rows():,}",
+    )
 
 
 def shape_target(encoded: np.ndarray, task: str) -> np.ndarray:

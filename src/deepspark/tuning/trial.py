@@ -147,7 +147,7 @@ def train_trial(
     from deepspark.training.checkpoint import CheckpointStore
     from deepspark.training.fit import build_compiled_model, default_callbacks, run_fit
 
-    if config.bagging > 1:
+    if (config.bagging or 1) > 1:  # None: tune resolves it to 1 (trials bag only when set)
         return train_bagged_trial(prepared, config, objective=objective)
     started = time.perf_counter()
     data = dataclasses.replace(prepared, config=config)

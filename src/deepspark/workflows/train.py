@@ -62,6 +62,8 @@ class TrainResult:
             (one-hot categories as ``column=value``; binary: on the logit scale), per class
             ``{class: {column: value}}`` for multiclass; ``None`` for other models.
         intercept: The linear model's intercept (per class for multiclass), else ``None``.
+        bagging: Members of the bagged ensemble the model averages (1: one network); the
+            resolved value where ``bagging`` was left to its default (a small table: 3).
     """
 
     run_id: str
@@ -83,6 +85,7 @@ class TrainResult:
     registered: dict[str, Any] | None = None
     coefficients: dict[str, Any] | None = None
     intercept: float | dict[str, float] | None = None
+    bagging: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,7 +122,9 @@ def train(
             logistic regression; the result holds its ``coefficients`` and ``intercept``.
         callbacks: Keras callbacks to run during ``fit`` after deepspark's own (they see each
             epoch's complete logs). In a distributed run, one with the attribute
-            ``rank_zero_only = True`` runs on rank 0 only, the others on every rank.
+            ``rank_zero_only = True`` runs on rank 0 only, the others on every rank. With
+            callbacks (or a ``model``, or several workers) a small table is not bagged by
+            default (``bagging`` resolves to 1).
         **settings: Any ``TrainConfig`` field (``hidden=(64, 32)``, ``lr=1e-3``, ``epochs=50``...),
             validated like the CLI options; ``register="houses"`` with ``aliases=["champion"]``
             registers the logged model after a successful run, ``tensorboard="logs"`` writes
@@ -162,7 +167,10 @@ def train(
         from deepspark.distributed.training import check_cluster_store
 
         check_cluster_store(config)
-    prepared = dataclasses.replace(prepare_data(config, model=model, data=frame), builder=model)
+    # bagging=None bags a small table by default, with the default model and no callbacks only.
+    auto_bagging = model is None and not callbacks and not _distributed(config)
+    prepared = prepare_data(config, model=model, data=frame, auto_bagging=auto_bagging)
+    prepared = dataclasses.replace(prepared, builder=model)
     _check_buildable(prepared)
     return _run(prepared, resume_run=None, callbacks=callbacks)
 
@@ -173,7 +181,7 @@ def _check_callbacks(callbacks: Sequence[Any] | None, config: TrainConfig) -> li
 
     callbacks = list(callbacks or ())
     rank_callbacks(callbacks, rank=0)  # raises for an item that is not a Keras callback
-    if callbacks and config.bagging > 1:
+    if callbacks and (config.bagging or 1) > 1:  # None: resolved to 1 with callbacks
         raise UserInputError(
             "callbacks= does not apply to a bagged ensemble yet (its members train quietly); "
             f"leave out bagging or the callbacks. Received: bagging={config.bagging}"
@@ -476,6 +484,7 @@ def _finish(
         launcher=outcome.launcher,
         restarts=outcome.restarts,
         bad_images=len(prepared.bad_images),
+        bagging=prepared.config.bagging or 1,
         **linear,
     )
     ending = ending_of(prepared.config, outcome, result, linear)

@@ -136,7 +136,10 @@ def tune(
         **settings: Fixed ``TrainConfig`` settings (``epochs=50``, ``batch_size=128``...); a
             searched setting given here (or in ``config_file``) is fixed and leaves the space.
             ``tensorboard=DIR`` writes each trial's curves to ``DIR/trial-NNN`` and the
-            retrained best's to ``DIR/best`` (TensorBoard event files).
+            retrained best's to ``DIR/best`` (TensorBoard event files). ``bagging=K`` bags
+            every trial and the retrained best; unlike ``train``, a search does not bag small
+            tables by default (its trials and the best train one network unless ``bagging``
+            is set).
 
     Returns:
         A ``TuneResult``: the parent ``run_id``, ``model_uri`` of the retrained best,
@@ -189,11 +192,12 @@ def tune(
     prepared = prepare_data(config, model=model, data=frame, stream=False)
     prepared = dataclasses.replace(prepared, builder=model)
     _check_tabular(prepared)
-    if config.bagging > 1:  # before the search: every trial would fail the same way
+    # Trials are not bagged by default (prepare_data resolves bagging=None to 1 here).
+    if prepared.config.bagging > 1:  # before the search: every trial would fail the same way
         from deepspark.training.bagging import check_bagging
         from deepspark.tuning.trial import validation_only
 
-        check_bagging(validation_only(prepared), config.bagging)
+        check_bagging(validation_only(prepared), prepared.config.bagging)
     objective = studies.resolve_objective(metric, prepared.schema.task)
     plan = {
         "trials": trials or 20,

@@ -244,6 +244,40 @@ def test_tune_with_bagging_scores_each_trial_out_of_fold(workdir):
         deepspark.tune(table.head(40), "y", trials=1, bagging=20, epochs=1)
 
 
+def test_bagged_trials_are_pruned_on_their_first_member(workdir):
+    """The pruner sees the first member's curve on the first fold (the same fold in every
+    trial); a pruned first member stops the trial before the other members train."""
+    import optuna
+
+    import deepspark
+    from deepspark.tuning.space import OPTIONAL_ENTRIES, config_fields
+    from tests.tuning.test_tune import trial_runs
+
+    without_optional = {name: None for name in OPTIONAL_ENTRIES if name in config_fields()}
+    result = deepspark.tune(
+        make_table(rows=160, seed=5, task="regression"),
+        "y",
+        trials=4,
+        bagging=2,
+        space={"lr": "0.03,0.00001", "hidden": "8", "dropout": "0", **without_optional},
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+        epochs=2,
+        batch_size=32,
+        patience=2,
+    )
+    assert result.trials["pruned"] >= 1 and result.trials["complete"] >= 1
+    assert result.best_params["lr"] == 0.03
+    pruned = [
+        run for run in trial_runs(result.run_id)
+        if run.data.tags["deepspark.tune.state"] == "PRUNED"
+    ]  # fmt: skip
+    assert pruned and all(run.info.status == "FINISHED" for run in pruned)
+    for run in pruned:
+        assert run.data.tags["deepspark.tune.reason"] == "pruned after epoch 1 of the first member"
+        assert run.data.metrics["epochs_completed"] == 1
+
+
 # --- Bagging by default for small tables (config.default_bagging) --------------------------------
 
 AUTO = {

@@ -81,7 +81,8 @@ class TrialMonitor(keras.callbacks.Callback):
         reporter: Takes ``report(value, step)`` and answers ``should_prune()``.
         monitor: The Keras log reported (``val_rmse``, ``val_loss``...).
         history: The list ``default_callbacks`` gives the fit outcome (appended to).
-        nan_guard: Epochs after a non-finite loss are neither recorded nor reported.
+        nan_guard: Epochs after a non-finite loss are neither recorded nor reported
+            (``None``: only non-finite values go unreported).
     """
 
     def __init__(self, reporter: Reporter | None, monitor: str, history: list, nan_guard):
@@ -97,7 +98,7 @@ class TrialMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from deepspark.training.callbacks import mlflow_metric_names
 
-        if self.nan_guard.failed_at is not None:
+        if self.nan_guard is not None and self.nan_guard.failed_at is not None:
             return
         logs = logs or {}
         rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
@@ -148,7 +149,7 @@ def train_trial(
     from deepspark.training.fit import build_compiled_model, default_callbacks, run_fit
 
     if (config.bagging or 1) > 1:  # None: tune resolves it to 1 (trials bag only when set)
-        return train_bagged_trial(prepared, config, objective=objective)
+        return train_bagged_trial(prepared, config, objective=objective, reporter=reporter)
     started = time.perf_counter()
     data = dataclasses.replace(prepared, config=config)
     model = build_compiled_model(data)
@@ -192,16 +193,54 @@ def train_trial(
     return result
 
 
-def train_bagged_trial(prepared: PreparedData, config: TrainConfig, *, objective) -> TrialOutcome:
+class _MemberPruned(Exception):
+    """The pruner stopped a bagged trial's first member (at ``epoch``, 0-based)."""
+
+    def __init__(self, epoch: int):
+        super().__init__(epoch)
+        self.epoch = epoch
+
+
+def train_bagged_trial(
+    prepared: PreparedData, config: TrainConfig, *, objective, reporter: Reporter | None = None
+) -> TrialOutcome:
     """A trial of a bagged ensemble (``config.bagging`` members on folds of the training +
     validation rows, ``training.bagging``), scored by the objective on the out-of-fold
     predictions: each row by the one member that never saw it, the score the retrained model
-    reports as ``val_*``. Members train quietly: no per-epoch history, no pruning."""
-    from deepspark.training.bagging import train_bagged
+    reports as ``val_*``.
+
+    The first member's per-epoch ``objective.monitor`` on its held-out fold goes to
+    ``reporter``: every bagged trial of a study holds out the same first fold (the folds depend
+    on the seed only), so the pruner compares like with like, and a pruned first member stops
+    the trial before the other members train (``PRUNED``). The other members train quietly."""
+    from deepspark.training.bagging import fit_member_quietly, train_bagged
 
     started = time.perf_counter()
-    bagged = train_bagged(dataclasses.replace(prepared, config=config), config.bagging)
-    result = TrialOutcome(state=COMPLETE)
+    monitor = TrialMonitor(reporter, objective.monitor, [], None)
+
+    def fit_member(member: PreparedData, index: int):
+        if index or reporter is None:
+            return fit_member_quietly(member, index)
+        outcome = fit_member_quietly(member, index, extra_callbacks=[monitor])
+        if monitor.pruned_at is not None:
+            raise _MemberPruned(monitor.pruned_at)
+        return outcome
+
+    try:
+        bagged = train_bagged(
+            dataclasses.replace(prepared, config=config), config.bagging, fit_member=fit_member
+        )
+    except _MemberPruned as pruned:
+        keras.backend.clear_session()
+        return TrialOutcome(
+            state=PRUNED,
+            history=list(monitor.history),
+            intermediate=list(monitor.intermediate),
+            reason=f"pruned after epoch {pruned.epoch + 1} of the first member",
+            seconds=round(time.perf_counter() - started, 3),
+        )
+    # The score is out of fold, not the first member's curve: no per-epoch history.
+    result = TrialOutcome(state=COMPLETE, intermediate=list(monitor.intermediate))
     if bagged.diverged_at is not None:
         member, epoch, batch = bagged.diverged_at
         result.state = FAIL

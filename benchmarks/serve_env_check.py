@@ -7,10 +7,11 @@ MLflow's own server builds the model's environment and serves it:
 
     mlflow models serve -m models:/houses@champion --env-manager uv -p PORT
 
-with a fresh ``MLFLOW_ENV_ROOT`` and uv cache under the temporary folder (a cold build: every
-package is downloaded from PyPI), ``nice -n 5``, and a ``PATH`` that holds only ``uv``, the
-Python interpreter that trained the model (uv needs the version ``python_env.yaml`` names) and
-the system folders: not the venv where deepspark is installed, and no ``PYTHONPATH``.
+with a fresh ``MLFLOW_ENV_ROOT`` and uv (or pip) cache under the temporary folder (a cold
+build: every package is downloaded from PyPI), ``nice -n 5``, and a ``PATH`` that holds only
+``uv``, the Python interpreter that trained the model (uv needs the version ``python_env.yaml``
+names) and the system folders: not the venv where deepspark is installed, and no
+``PYTHONPATH``. The working folder is the temporary one too (MLflow's artifacts go to it).
 ``--env-manager virtualenv`` (pyenv + virtualenv) is the alternative.
 
 ``/ping`` is polled until it answers (``--timeout``, default 15 minutes), 5 raw rows are posted
@@ -34,6 +35,7 @@ PyPI; a cold uv build downloads a few hundred MB). Not part of the test suite fo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -109,6 +111,7 @@ def serving_environment(folder: Path, tracking_uri: str, keep_cache: bool) -> di
                MLFLOW_ENV_ROOT=str(folder / "env_root"))  # fmt: skip
     if not keep_cache:
         env["UV_CACHE_DIR"] = str(folder / "uv_cache")
+        env["PIP_CACHE_DIR"] = str(folder / "pip_cache")  # --env-manager virtualenv
     return env
 
 
@@ -171,7 +174,8 @@ def score(url: str, sample) -> tuple[list[float], float]:
 
 def probe_environment(folder: Path, env: dict[str, str]) -> dict:
     """The built environment's own answers (its python, deepspark with and without the model)."""
-    found = sorted((folder / "env_root").glob("virtualenv_envs/*/bin/python"))
+    root = folder / "env_root"  # MLflow builds one environment per model under it
+    found = sorted(root.glob("*/bin/python")) + sorted(root.glob("*/*/bin/python"))
     if not found:
         raise RuntimeError(f"no environment under {folder / 'env_root'}")
     python = found[0]
@@ -206,8 +210,8 @@ def check(options) -> dict:
     import deepspark
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="serve-env-") as scratch:
-        folder = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="serve-env-") as scratch, contextlib.chdir(scratch):
+        folder = Path(scratch)  # the working folder too: MLflow's artifacts go to ./mlruns
         tracking_uri, sample = train_and_register(folder, options.rows, options.epochs)
         train_seconds = time.perf_counter() - started
         expected = deepspark.load_model(MODEL_URI).predict(sample)["prediction"].to_numpy()
@@ -219,6 +223,8 @@ def check(options) -> dict:
             environment = probe_environment(folder, env)
         finally:
             stop_server(process)
+            log = (folder / "server.log").read_text()
+            print(log[-4000:], file=sys.stderr)  # what MLflow did, for the record
         difference = np.abs(np.asarray(served) - expected)
         same = bool(np.allclose(served, expected, rtol=1e-5, atol=0.0))
         return {

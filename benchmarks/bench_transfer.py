@@ -13,9 +13,8 @@ local ImageNet weights file (nothing is downloaded), on the ants-vs-bees photos
    after), ``wall_speedup`` (whole ``train`` call, feature computation, evaluation and model
    logging included), ``cached_head_rows_per_s`` and both runs' validation and test accuracy
    (``same_accuracy_within_0_02``; hymenoptera has no ``test/``, so half of ``val/`` is the
-   test split; ``--quick``: the first 30 photos per class of each folder). Head-only runs
-   reach ``training.transfer.fit_transfer`` through a wrapper of ``fit.fit_model`` here
-   (``transfer_route``) until ``fit_model`` routes them itself.
+   test split; ``--quick``: the first 30 photos per class of each folder). ``fit.fit_model``
+   routes every ``--base`` run through ``training.transfer.fit_transfer``, where the cache is.
 1. **Training** (``train``): ``deepspark.train(<hymenoptera>, base="mobilenet_v2", ...)``, the
    head phase only (base frozen, no fine-tuning), no augmentation, ``patience`` above the epoch
    count, every epoch timed by Keras callbacks put in front of deepspark's own (``fit.run_fit``'s
@@ -141,27 +140,6 @@ def cache_settings(epochs: int, tracking_uri: str, folder: Path) -> dict:
     return {**train_settings(epochs, tracking_uri), "data": str(folder), "patience": epochs + 100}
 
 
-@contextlib.contextmanager
-def transfer_route():
-    """Every ``--base`` run through ``training.transfer.fit_transfer`` (where the feature cache
-    lives), as ``fit.fit_model`` does once it routes head-only runs there too."""
-    from deepspark.training import fit as fit_module
-    from deepspark.training.transfer import fit_transfer
-
-    fit_model = fit_module.fit_model
-
-    def routed(prepared, store, **options):
-        if prepared.config.base and not options.get("callbacks"):
-            return fit_transfer(prepared, store)
-        return fit_model(prepared, store, **options)
-
-    fit_module.fit_model = routed
-    try:
-        yield
-    finally:
-        fit_module.fit_model = fit_model
-
-
 def timed_run(settings: dict, *, cache: bool) -> dict:
     """One ``deepspark.train`` with the feature cache on or off (``DEEPSPARK_FEATURE_CACHE``)."""
     import deepspark
@@ -170,7 +148,7 @@ def timed_run(settings: dict, *, cache: bool) -> dict:
     timer = phase_timer()
     arguments = {key: value for key, value in settings.items() if key != "data"}
     started = time.perf_counter()
-    with timed_epochs(timer), transfer_route():
+    with timed_epochs(timer):
         result = deepspark.train(settings["data"], **arguments)
     seconds = time.perf_counter() - started
     later = timer.durations[1:] or timer.durations  # the first epoch compiles

@@ -309,6 +309,7 @@ def _bagging_of(result) -> tuple[int, str]:
     return members, mlflow.get_run(result.run_id).data.params["bagging"]
 
 
+@pytest.mark.parity  # the default bags on torch too (make test's parity set)
 def test_a_small_table_is_bagged_by_default(auto_bagging, caplog):
     import logging
 

@@ -92,6 +92,7 @@ def fit_on_shard() -> dict:
         "world": world,
         "optimizer_class": type(model.optimizer).__name__,
         "mode": getattr(get_backend(), "mode", None),
+        "process": open("/proc/self/comm").read().strip(),  # deepspark-rankN when forked
     }
 
 

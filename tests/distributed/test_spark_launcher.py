@@ -15,8 +15,14 @@ pytestmark = [pytest.mark.spark, pytest.mark.distributed, pytest.mark.slow]
 
 @pytest.mark.parity
 def test_spark_launcher_on_local_master(spark, workdir):
+    import keras
+
     result = run(fit_on_shard, workers=2, launcher="spark")
     assert_matches_single_process(result)
+    if keras.backend.backend() == "jax":
+        # Forked from the Python worker that deepspark's daemon preloaded, not a fresh
+        # interpreter (`python`): a rank starts without importing Keras again.
+        assert result["process"] == "deepspark-rank0"
 
 
 @pytest.mark.parity

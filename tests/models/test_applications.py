@@ -119,7 +119,7 @@ np.save(sys.argv[2], forward(model, decode_images(photos, size=(128, 128)).image
 """
 
 
-@pytest.mark.parity
+# Symmetric (one backend here, the other in a subprocess): not repeated in the torch parity set.
 def test_the_same_weights_give_the_same_features_on_both_backends(tmp_path):
     other = {"jax": "torch", "torch": "jax"}[keras.backend.backend()]
     photos = [str(PHOTOS / name) for name in ("cat.bmp", "parrot.jpg", "owl.jpg")]

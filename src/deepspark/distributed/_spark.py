@@ -153,8 +153,6 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
         ERROR_PREFIX,
         JOB_FILE,
         RESULT_FILE,
-        die_with_parent,
-        entry_command,
     )
     from deepspark.distributed.backends import free_port
 
@@ -177,9 +175,7 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
     job_dir = Path(tempfile.mkdtemp(prefix="deepspark-task-"))
     try:
         (job_dir / JOB_FILE).write_bytes(job)
-        process = subprocess.Popen(
-            entry_command(job_dir), env=environment, stdout=2, preexec_fn=die_with_parent
-        )
+        process = _start_rank(job_dir, environment, rank)
         code = process.wait()
         if code == 0:
             if rank == 0:
@@ -192,6 +188,23 @@ def _barrier_task(job: bytes, workers: int, settings: dict[str, str]):
         raise RuntimeError(f"rank {rank}'s worker process exited {code}")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _start_rank(job_dir: Path, environment: dict[str, str], rank: int):
+    """The rank's worker process: forked from this Python worker when it preloaded Keras and
+    deepspark (``deepspark.spark.daemon``; a rank then starts in milliseconds instead of
+    importing everything again), else a fresh ``python -m deepspark.distributed._entry``."""
+    from deepspark.distributed import _zygote
+    from deepspark.distributed._processes import die_with_parent, entry_command
+
+    if _zygote.can_fork_here(environment):
+        try:
+            return _zygote.fork_here(str(job_dir), environment, f"deepspark-rank{rank}")
+        except OSError as error:
+            logger.warning("could not fork rank %d here (%s): starting a fresh one", rank, error)
+    return subprocess.Popen(
+        entry_command(job_dir), env=environment, stdout=2, preexec_fn=die_with_parent
+    )
 
 
 def _task_cores(context, rank: int) -> dict[str, str]:

@@ -64,7 +64,7 @@ def start_worker(command: list[str], env: dict[str, str], name: str) -> ForkedWo
 class ForkedWorker:
     """A worker forked by a ``Zygote``; the ``subprocess.Popen`` methods the launcher uses."""
 
-    def __init__(self, zygote: Zygote, pid: int):
+    def __init__(self, zygote: Zygote | None, pid: int):
         self.zygote, self.pid = zygote, pid
         self.returncode: int | None = None
 
@@ -174,6 +174,59 @@ class Zygote:
 _ZYGOTES: dict[tuple, Zygote] = {}
 
 
+# --- forking from the calling process ------------------------------------------------------------
+# A Spark barrier task runs in a PySpark worker forked from deepspark's daemon
+# (``deepspark.spark.daemon``), which imported Keras and the worker modules already: that worker
+# is itself a zygote, and forks the rank directly instead of starting a fresh interpreter.
+
+# Start-up settings a fork may still change: JAX reads JAX_PLATFORMS into its config at import
+# and takes a config update until its backends start; unbuffered streams can be asked for later.
+_SETTABLE_AFTER_IMPORT = {"JAX_PLATFORMS", "PYTHONUNBUFFERED"}
+
+
+class ForkedChild(ForkedWorker):
+    """A worker forked by this process itself (reaped here, not by a zygote)."""
+
+    def __init__(self, pid: int):
+        super().__init__(None, pid)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = _returncode(status)
+        return self.returncode
+
+
+def can_fork_here(env: dict[str, str]) -> bool:
+    """Would a worker forked from this process be the one ``env`` starts fresh? Yes when this
+    process imported Keras on JAX, started none of JAX's backends, and ``env`` agrees with this
+    process on every import-time setting JAX cannot take later."""
+    if not enabled() or "keras" not in sys.modules or "jax" not in sys.modules:
+        return False
+    if sys.modules["keras"].backend.backend() != "jax":
+        return False  # torch sizes its thread pools once: not forked
+    from jax._src import xla_bridge
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    if started is None or started():  # a JAX that cannot say, or one that runs: spawn
+        return False
+    differs = {key for key, _ in set(_import_key(env)) ^ set(_import_key(dict(os.environ)))}
+    return differs <= {key for key in _SETTABLE_AFTER_IMPORT if key in env}
+
+
+def fork_here(job_dir: str, env: dict[str, str], name: str) -> ForkedChild:
+    """Fork ``python -m deepspark.distributed._entry JOB_DIR`` from this process (see
+    ``can_fork_here``); the child dies with this process and writes on its stderr."""
+    request = {"job": job_dir, "env": env, "cwd": os.getcwd(), "name": name}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _run_worker(request, [])  # never returns
+    return ForkedChild(pid)
+
+
 def _import_key(env: dict[str, str]) -> tuple:
     return tuple(sorted((k, v) for k, v in env.items() if k.startswith(_IMPORT_TIME_PREFIXES)))
 
@@ -246,7 +299,7 @@ def _run_worker(request: dict, fds: list[int]) -> None:
     code = 1
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote (or task)
         libc.prctl(15, request["name"].encode()[:15])  # PR_SET_NAME: what ps shows
         for signum in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
@@ -259,6 +312,11 @@ def _run_worker(request: dict, fds: list[int]) -> None:
         os.dup2(null, 0)
         os.environ.clear()
         os.environ.update(request["env"])
+        if "jax" in sys.modules and "JAX_PLATFORMS" in os.environ:  # read by jax at import
+            sys.modules["jax"].config.update("jax_platforms", os.environ["JAX_PLATFORMS"])
+        if os.environ.get("PYTHONUNBUFFERED"):
+            for stream in (sys.stdout, sys.stderr):
+                stream.reconfigure(write_through=True)
         os.chdir(request["cwd"])
         sys.path[0] = request["cwd"]  # as ``python -m`` started there would have it
         sys.argv = ["deepspark.distributed._entry", request["job"]]

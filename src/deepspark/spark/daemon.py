@@ -1,4 +1,5 @@
-"""PySpark's Python worker daemon, with Keras and deepspark's scoring code imported once.
+"""PySpark's Python worker daemon, with Keras and deepspark (scoring, and the spark launcher's
+ranks) imported once.
 
 Spark starts one daemon per executor (``python -m <spark.python.daemon.module>``) and forks a
 worker from it for each concurrent task; every worker would otherwise import Keras, its backend
@@ -18,8 +19,12 @@ def preload() -> None:
     with contextlib.suppress(Exception):
         import keras  # noqa: F401  (the backend KERAS_BACKEND names, set for executors)
 
+        # Scoring, and the spark launcher's ranks (forked from the worker: distributed._spark).
+        import deepspark.distributed._entry  # noqa: F401
+        import deepspark.distributed.training  # noqa: F401
         import deepspark.spark.arrow_scoring  # noqa: F401
         import deepspark.tracking.model  # noqa: F401
+        import deepspark.training.fit  # noqa: F401
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Driver jobs for test_harness.py, run in their own process on the test cluster:
+"""Driver jobs for test_cluster.py, run in their own process on the test cluster:
 ``python cluster_jobs.py JOB ARGS`` with JOB one of ``probe FILE``, ``s3 PREFIX``, ``barrier``,
-``fault PREFIX`` or ``all FILE PREFIX``. Each prints one JSON object as its last line.
+``local_store DATA FOLDER``, ``score MODEL ROWS OUTPUT``, ``fault PREFIX`` or
+``all FILE PREFIX DATA MODEL ROWS OUTPUT``. Each prints one JSON object as its last line.
 
 The session comes from deepspark's one builder, so ``DEEPSPARK_SPARK_MASTER`` picks the cluster.
 """
@@ -100,6 +101,62 @@ def barrier() -> dict:
     return {"tasks": rdd.barrier().mapPartitions(gang).collect()}
 
 
+def score(model_dir: str, rows: str, output: str) -> dict:
+    """Score the driver's rows with the model in ``model_dir`` (a folder only the driver sees:
+    the model must ship to the executors), write the predictions to ``output`` on the driver,
+    and report each executor Python worker's model loads."""
+    import pandas as pd
+    from pyspark.sql.functions import pandas_udf
+    from pyspark.sql.types import StringType
+
+    from deepspark.spark import predict
+
+    spark = start()
+    frame = spark.createDataFrame(pd.read_parquet(rows)).repartition(4)
+    scored = predict(frame, model_dir, batch_rows=100).select("row", "prediction").toPandas()
+    scored.to_parquet(output, index=False)
+
+    @pandas_udf(StringType())
+    def worker_report(ids: pd.Series) -> pd.Series:
+        from deepspark.spark.udf import worker_loads
+
+        report = json.dumps({**where_am_i(), "loads": worker_loads()})
+        return pd.Series([report] * len(ids))
+
+    reports = spark.range(0, 40, numPartitions=8).select(worker_report("id")).toPandas()
+    return {"workers": [json.loads(text) for text in reports.iloc[:, 0].unique()]}
+
+
+def local_store(data: str, folder: str) -> dict:
+    """``deepspark train --workers 2 --launcher spark`` through the CLI's own entry point, in
+    this driver (so on its cluster session), with the store in ``FOLDER/store``, a folder only
+    the driver sees: its exit code, stdout, stderr and seconds."""
+    import contextlib
+    import io
+
+    from deepspark.cli.main import main
+
+    start()
+    os.environ["DEEPSPARK_CHECKPOINT_DIR"] = ""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
+    args = [
+        "train", "--data", data, "--target", "y", "--model", "mlp", "--hidden", "32,32",
+        "--epochs", "3", "--batch-size", "32", "--workers", "2", "--launcher", "spark",
+        "--store", f"{folder}/store", "--max-memory", "0.01", "--json",
+    ]  # fmt: skip
+    stdout, stderr = io.StringIO(), io.StringIO()
+    began = time.monotonic()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as done:
+            code = done.code
+    seconds = time.monotonic() - began
+    return {"exit_code": code, "stdout": stdout.getvalue(), "stderr": stderr.getvalue(),
+            "seconds": seconds}  # fmt: skip
+
+
 def fault(prefix: str, timeout: float = 120) -> dict:
     """Two tasks that mark ``PREFIX/fault/started-<task>-<attempt>`` and then wait for
     ``PREFIX/fault/release``, so a test can kill an executor under one of them while both run;
@@ -125,12 +182,18 @@ def fault(prefix: str, timeout: float = 120) -> dict:
     return {"tasks": tasks}
 
 
-def all_jobs(driver_file: str, prefix: str) -> dict:
-    """probe, s3, barrier and fault in one application: one driver start-up instead of four."""
+def all_jobs(
+    driver_file: str, prefix: str, data: str, model_dir: str, rows: str, output: str
+) -> dict:
+    """Every job in one application: one driver start-up (and one executor per worker) instead
+    of six. The fault stage, which loses an executor, runs last."""
     return {
+        "driver": where_am_i(),
         "probe": probe(driver_file),
         "s3": s3(prefix),
         "barrier": barrier(),
+        "local_store": local_store(data, os.path.dirname(driver_file)),
+        "score": score(model_dir, rows, output),
         "fault": fault(prefix),
     }
 
@@ -138,9 +201,9 @@ def all_jobs(driver_file: str, prefix: str) -> dict:
 if __name__ == "__main__":
     from pyspark.sql import SparkSession
 
-    job = {"probe": probe, "s3": s3, "barrier": barrier, "fault": fault, "all": all_jobs}[
-        sys.argv[1]
-    ]
+    jobs = {"probe": probe, "s3": s3, "barrier": barrier, "local_store": local_store,
+            "score": score, "fault": fault, "all": all_jobs}  # fmt: skip
+    job = jobs[sys.argv[1]]
     document = job(*sys.argv[2:])
     SparkSession.getActiveSession().stop()
     print(json.dumps(document))

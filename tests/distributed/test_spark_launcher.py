@@ -1,6 +1,8 @@
 """The spark launcher: ranks as Spark barrier tasks (on JAX one worker process per task; on torch
 TorchDistributor, or horovod.spark.run with Horovod collectives), on local[2] with the same
-exactness as the local launcher (on a local-cluster: tests/spark/test_cluster.py)."""
+exactness as the local launcher. On the multi-host cluster (separate executors that cannot see
+the driver's folders) the launcher trains through `deepspark train --launcher spark` in
+tests/cluster/test_cluster.py."""
 
 import signal
 
@@ -35,7 +37,3 @@ def test_horovod_spark_run_on_local_master(spark, workdir):
     assert_matches_single_process(result)
     # horovod.spark.run leaves its own handlers behind; Ctrl-C must still interrupt afterwards
     assert [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)] == handlers
-
-
-# The spark launcher on a local-cluster (separate executor JVMs) is checked, exactly as here, in
-# tests/spark/test_cluster.py: it shares that test's cluster, whose start-up is the slow part.

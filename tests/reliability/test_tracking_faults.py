@@ -11,7 +11,9 @@
 The server is MLflow's own tracking server app (``mlflow.server.fastapi_app``, what ``mlflow
 server`` runs under uvicorn) over a sqlite store and a local artifact folder. A standby process
 imports it ahead, so that a restart on the same port takes a second rather than the ten or more
-an import of MLflow's server costs on two busy cores.
+an import of MLflow's server costs on two busy cores; it is started when the server stops (it
+imports while the test trains without a server), not after each start: a standby nobody restarts
+would be a whole server import wasted.
 """
 
 from __future__ import annotations
@@ -88,12 +90,12 @@ class TrackingServer:
             assert self.serving.poll() is None, (self.folder / "server.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the tracking server did not start"
             time.sleep(0.2)
-        self.standby = self._spawn()  # the next restart's process, imported while tests run
 
     def stop(self) -> None:
         self.serving.kill()
         self.serving.wait(timeout=30)
         self.serving = None
+        self.standby = self._spawn()  # the restart's process, imported while the test trains
 
     def close(self) -> None:
         for process in (self.serving, self.standby):
@@ -258,12 +260,18 @@ def test_server_gone_for_good_keeps_the_model_and_sync_logs_it(
     assert again.value.code == 2
 
 
-# Eight `deepspark train` processes forked from one that imported deepspark, Keras and MLflow
-# (no computation yet, so nothing to inherit but code): the test pays those imports once, not
-# eight times over, and each child runs the CLI's own main() on its own sqlite connections.
+# Eight `deepspark train` processes forked from one that imported deepspark, Keras, MLflow and
+# the modules a train run imports on its way (MLflow's sqlite store, its pyfunc logging,
+# deepspark's train workflow: no computation yet, so nothing to inherit but code): the test pays
+# those imports once, not eight times over (each child's CPU 5 s -> 2.7 s), and each child runs
+# the CLI's own main() on its own sqlite connections.
 CROWD = """
 import json, os, sys
 import keras, mlflow  # noqa: F401
+import mlflow.pyfunc, mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
+import deepspark.workflows.train, deepspark.workflows._finish, deepspark.tracking.pyfunc  # noqa
+import sklearn.metrics, pyarrow.dataset, pyarrow.parquet, git, rich.progress  # noqa: F401
 from deepspark.cli.main import main
 argv = json.loads(sys.argv[1])
 children = []
@@ -287,8 +295,10 @@ print(json.dumps(codes))
 def test_eight_train_processes_share_one_sqlite_store(workdir):
     make_table(rows=60).to_csv(workdir / "table.csv", index=False)
     uri = os.environ["MLFLOW_TRACKING_URI"]
-    argv = ["-q", "train", "--data", "table.csv", "--target", "y", "--epochs", "2"]
-    argv += ["--hidden", "4", "--experiment", "crowd", "--json"]
+    # The smallest run that still logs per-epoch metrics, a final score and a model: one epoch
+    # of a 4-unit MLP (the default tabular_net compiles several times the graph).
+    argv = ["-q", "train", "--data", "table.csv", "--target", "y", "--epochs", "1"]
+    argv += ["--model", "mlp", "--hidden", "4", "--experiment", "crowd", "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-c", CROWD, json.dumps(argv)],
@@ -305,5 +315,5 @@ def test_eight_train_processes_share_one_sqlite_store(workdir):
     for run_id in run_ids:
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
-        assert _steps(client, run_id, "train_loss") == [0, 1]
+        assert _steps(client, run_id, "train_loss") == [0]
         assert "val_rmse" in run.data.metrics and "deepspark.model_uri" in run.data.tags

@@ -23,6 +23,20 @@ BASE_0_35 = SHARED_DATA / "images" / "weights" / "mobilenet_v2_0.35_224_imagenet
 FEATURIZER = {"weights": str(BASE_0_35), "baseOptions": {"alpha": 0.35}, "imageSize": 160}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_partition_per_folder(spark):
+    """Each small image folder read as one partition: one Python worker loads each network
+    (on local[2] both workers would load and compile every network, seconds of CPU each)."""
+    key = "spark.sql.files.minPartitionNum"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, "1")
+    yield
+    if previous is None:
+        spark.conf.unset(key)
+    else:
+        spark.conf.set(key, previous)
+
+
 @pytest.fixture(scope="module")
 def ants_and_bees(tmp_path_factory):
     """A few real ants and bees per split, and a text file named .jpg among the training ants."""
@@ -79,7 +93,7 @@ def test_handle_invalid_keeps_with_the_reason_or_fails_naming_the_image(spark, a
 
     ants = spark.createDataFrame(
         pd.DataFrame({"path": [str(p) for p in sorted((ants_and_bees / "train/ants").iterdir())]})
-    )
+    ).coalesce(1)
     kept = ImageFeaturizer(inputCol="path", handleInvalid="keep", **FEATURIZER).transform(ants)
     rows = kept.toPandas().set_index("path")
     broken = rows.loc[str(ants_and_bees / "train/ants/broken.jpg")]

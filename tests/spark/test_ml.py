@@ -81,7 +81,8 @@ def test_estimator_rejects_bad_settings_and_columns(spark, workdir):
 def test_estimator_trains_on_the_spark_launcher(spark, workdir):
     frame = make_table(rows=400, seed=7)
     df = spark.createDataFrame(frame)
-    estimator = KerasEstimator(labelCol="y", workers=2, launcher="spark", **FAST)
+    # Two ranks as Spark barrier tasks is the claim; two epochs show it.
+    estimator = KerasEstimator(labelCol="y", workers=2, launcher="spark", **{**FAST, "epochs": 2})
     transformer = estimator.fit(df)
     result = transformer.trainResult
     assert (result.world_size, result.launcher) == (2, "spark")

@@ -188,7 +188,8 @@ def _table_model(table, tmp_path) -> str:
 
 
 # Trained on JAX, scored on torch; torch-trained artifacts load on JAX in
-# test_backend_parity.py, and CNN training on torch runs in the parity set (tests/models/test_cnn.py).
+# test_backend_parity.py, and CNN training on torch runs in the parity set
+# (tests/models/test_cnn.py).
 def test_an_image_model_scores_the_same_on_the_other_backend(workdir):
     from tests.integration.test_backend_parity import on_the_other_backend
 

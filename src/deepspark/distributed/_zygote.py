@@ -234,8 +234,10 @@ def _import_key(env: dict[str, str]) -> tuple:
 # --- the zygote process -------------------------------------------------------------------------
 
 
-def preload() -> None:
-    """Import what every worker needs; a failure only means the workers import it themselves."""
+def preload(*, collectives: bool = True) -> None:
+    """Import what every worker needs; a failure only means the workers import it themselves.
+    ``collectives=False`` leaves out torch.distributed (Spark's scoring workers, which fork a
+    rank only now and then, stay light)."""
     import contextlib
 
     with contextlib.suppress(Exception):
@@ -248,7 +250,7 @@ def preload() -> None:
         import deepspark.training.fit  # noqa: F401
     # torch.distributed: the collectives of torch workers, and JAX's host collectives on CPU
     # (gloo); importing torch is most of a JAX worker's start-up otherwise.
-    if os.environ.get("DEEPSPARK_JAX_COLLECTIVES") != "spmd":
+    if collectives and os.environ.get("DEEPSPARK_JAX_COLLECTIVES") != "spmd":
         with contextlib.suppress(Exception):
             import torch.distributed  # noqa: F401
 

@@ -16,15 +16,14 @@ def preload() -> None:
     """Import what scoring workers need; a failure only means the workers import it later."""
     import contextlib
 
-    with contextlib.suppress(Exception):
-        import keras  # noqa: F401  (the backend KERAS_BACKEND names, set for executors)
+    from deepspark.distributed import _zygote
 
-        # Scoring, and the spark launcher's ranks (forked from the worker: distributed._spark).
-        import deepspark.distributed._entry  # noqa: F401
-        import deepspark.distributed.training  # noqa: F401
+    # Keras (the backend KERAS_BACKEND names, set for executors) and what the spark launcher's
+    # ranks run: a barrier task forks its rank from the worker (distributed._spark).
+    _zygote.preload(collectives=False)
+    with contextlib.suppress(Exception):
         import deepspark.spark.arrow_scoring  # noqa: F401
         import deepspark.tracking.model  # noqa: F401
-        import deepspark.training.fit  # noqa: F401
 
 
 if __name__ == "__main__":

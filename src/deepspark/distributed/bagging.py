@@ -14,7 +14,8 @@ ensemble predicts what the sequential one does.
 The data travels in the job itself (the pooled training and validation rows, never a
 driver-local path), so Spark tasks on other hosts need only the store, which a run on a cluster
 checks they can see (``distributed.training.check_cluster_store``). A worker that dies restarts
-the job (``max_restarts``); members already in the store are not trained again.
+the job (``max_restarts``; the run's ``restarts`` metric counts them, as in distributed
+training); members already in the store are not trained again.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def fit_bagged_parallel(prepared: PreparedData, store: CheckpointStore):
         on_restart=restarts.append,
         **feedback_limits(config),
     )
+    if mlflow.active_run() is not None:
+        mlflow.log_metric("restarts", len(restarts))  # as distributed training records them
     trained = {index: read_member(store, index) for index in range(members)}
     outcome = fit_bagged(prepared, members, fit_member=lambda _member, index: trained[index])
     store.store.delete(MEMBERS_FOLDER)
@@ -110,6 +113,7 @@ def train_members(job: MembersJob) -> None:
     )
     for index in range(rank(), job.members, size()):
         if store.store.exists(MEMBERS_FOLDER, _outcome_file(index)):  # a restarted job
+            logger.info("bagging: member %d/%d already in the store", index + 1, job.members)
             continue
         member = member_data(job.prepared, pool, folds, index)
         progress = progress_callback(epochs=member.config.epochs)

@@ -7,7 +7,9 @@ TensorBoard files and registers the model. Warmup runs too (on JAX the
 rate changes mid-epoch, outside Keras' compiled step)."""
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,9 +122,12 @@ def test_invalid_launcher_backend_is_a_usage_error(workdir, regression_csv):
     assert "Received: collectives='horovod'" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references(workdir):
+def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references(
+    workdir, capfd, caplog
+):
     """An image model on 2 workers: the shards hold image references (each rank decodes its
-    own); both transfer-learning phases run distributed, the second from the driver's
+    own); both transfer-learning phases run distributed, the head phase on the frozen base's
+    features that each rank computes once for its shard, the second from the driver's
     unfrozen, recompiled model at the fine-tuning rate; BatchNorm statistics stay put."""
     import keras
     import numpy as np
@@ -148,12 +153,17 @@ def test_transfer_learning_runs_both_phases_on_two_workers_from_image_references
     for folder in marks.values():
         folder.mkdir()
     folder = pattern_folder(workdir / "patterns", per_class=12, size=32)
-    result = deepspark.train(
-        str(folder), workers=2, epochs=1, fine_tune_layers=2, fine_tune_epochs=1,
-        fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
-        lr=0.003, callbacks=[EpochMarks(marks[True], True), EpochMarks(marks[False], False)],
-        **TINY_BASE,
-    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="deepspark"):  # the ranks log at this level too
+        result = deepspark.train(
+            str(folder), workers=2, epochs=1, fine_tune_layers=2, fine_tune_epochs=1,
+            fine_tune_lr=1e-4, image_size=32, batch_size=8, patience=100, reduce_lr=False,
+            lr=0.003, callbacks=[EpochMarks(marks[True], True), EpochMarks(marks[False], False)],
+            **TINY_BASE,
+        )  # fmt: skip
+    # The head phase: each rank ran the frozen base once over its own rows, not every epoch.
+    logged = capfd.readouterr().err
+    for rank in (0, 1):
+        assert re.search(rf"\[rank {rank}\] frozen base: features of \d+ images computed", logged)
     # User callbacks ran in both phases, with the epoch's logs: on every rank, or on rank 0 only.
     every_rank = sorted(path.name.split("-", 1)[1] for path in marks[False].iterdir())
     assert every_rank == ["0-True", "0-True", "1-True", "1-True"]

@@ -79,8 +79,6 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     model = _rank_model(job, store, state if resumed else None, rank=backend.rank)
     if not resumed:
         model.optimizer.learning_rate = fresh_rate
-    DistributedOptimizer(model.optimizer, collectives=backend)
-    callbacks = _rank_callbacks(job, config, store, state, backend=backend)
     if job.stream:
         train, validation = shard_streams(
             job.shards,
@@ -92,15 +90,28 @@ def train_worker(job: WorkerJob) -> dict[str, Any] | None:
     else:
         train = _rank_data(job, "train", backend.rank)
         validation = _rank_data(job, "val", backend.rank)
+    # Before DistributedOptimizer: in JAX's SPMD mode the distribution it sets would make the
+    # base's forward pass over this rank's own rows a program of all ranks.
+    fitted, train, validation = _frozen_base_features(job, model, train, validation)
+    DistributedOptimizer(model.optimizer, collectives=backend)
+    callbacks = _rank_callbacks(job, config, store, state, backend=backend)
+    user_callbacks = _user_callbacks(job, backend)
+    if fitted is not model:  # the head trains; every callback sees the whole network
+        from deepspark.training.cached_features import whole_model_callbacks
+
+        callbacks = dataclasses.replace(
+            callbacks, callbacks=whole_model_callbacks(callbacks.callbacks, model)
+        )
+        user_callbacks = whole_model_callbacks(user_callbacks, model)
     outcome = run_fit(
-        model,
+        fitted,
         config,
         train=train,
         validation=validation,
         callbacks=callbacks,
         state=state,
         first_callbacks=_distributed_callbacks(config, backend, target_rate),
-        user_callbacks=_user_callbacks(job, backend),
+        user_callbacks=user_callbacks,
     )
     if backend.rank != 0:
         return None
@@ -127,6 +138,21 @@ def _rank_data(job: WorkerJob, split: str, rank: int):
     if len(sources) * spec.pixel_bytes > image_memory_bytes():
         return ImageFiles(sources, spec), targets
     return decode_rows(sources, spec, on_bad="fail").images, targets
+
+
+def _frozen_base_features(job: WorkerJob, model, train: tuple, validation: tuple):
+    """``(model to fit, train, validation)``: for a transfer model whose base is frozen and sees
+    no augmentation, its head and the base's features of this rank's rows, computed once
+    (``training.cached_features``); else ``model`` and the rows unchanged."""
+    if job.image_spec is None or job.stream:
+        return model, train, validation
+    from deepspark.training.cached_features import head_on_features
+
+    found = head_on_features(model, {"train": train[0], "val": validation[0]})
+    if found is None:
+        return model, train, validation
+    head, features = found
+    return head, (features["train"], train[1]), (features["val"], validation[1])
 
 
 def _rank_local_work(backend):

@@ -18,6 +18,10 @@ with any other run; only the data each step sees differs.
 With augmentation, a trainable base (fine-tuning) or augmentation layers in the model the
 features would change from epoch to epoch: ``split_at_pool`` then returns ``None`` and the
 phase trains the whole model as usual.
+
+Distributed runs do the same on every rank (``distributed.worker``): each rank computes the
+features of its own shard once (``head_on_features``) and trains the head with the distributed
+optimizer, its callbacks seeing the whole network.
 """
 
 from __future__ import annotations
@@ -169,6 +173,41 @@ class WholeModelCallback(keras.callbacks.Callback):
         self.callback.on_test_batch_end(batch, logs)
 
 
+def compile_head(head, model) -> None:
+    """Compile ``head`` as ``model`` is compiled: the same optimizer object (the head's variables
+    are the model's own, so its slots are the ones checkpoints save and a resume restores), the
+    same loss and fresh metrics of the same kinds."""
+    metrics = model.get_compile_config().get("metrics")
+    head.compile(
+        optimizer=model.optimizer,
+        loss=model.loss,
+        metrics=keras.saving.deserialize_keras_object(metrics) if metrics else None,
+    )
+
+
+def head_on_features(model, inputs: dict) -> tuple[keras.Model, dict[str, np.ndarray]] | None:
+    """``(head, features)``: ``model``'s compiled head and its frozen base's features of each
+    split in ``inputs`` (uint8 pixels or ``ImageFiles``), computed once; ``None`` when the
+    features are not fixed (augmentation, a trainable base), would not fit in memory, or
+    ``$DEEPSPARK_FEATURE_CACHE`` is ``0``. Distributed ranks call it on their own shards."""
+    if os.environ.get(CACHE_ENV, "1") == "0":
+        return None
+    parts = split_at_pool(model)
+    if parts is None:
+        return None
+    features, head = parts
+    cached = cached_split_features(features, inputs)
+    if cached is None:
+        return None
+    compile_head(head, model)
+    return head, cached
+
+
+def whole_model_callbacks(callbacks, model) -> list:
+    """``callbacks`` for the head's fit, each seeing ``model`` (``WholeModelCallback``)."""
+    return [WholeModelCallback(callback, model) for callback in callbacks]
+
+
 def fit_head_on_features(model, prepared, *, config, callbacks, state, first_callbacks=()):
     """Train ``model``'s head on its frozen base's features (the head phase of a transfer run),
     or return ``None`` when the features are not fixed or would not fit in memory (the caller
@@ -187,23 +226,12 @@ def fit_head_on_features(model, prepared, *, config, callbacks, state, first_cal
     """
     from deepspark.training import fit as fit_module
 
-    if os.environ.get(CACHE_ENV, "1") == "0":
+    found = head_on_features(model, {name: prepared.inputs[name] for name in ("train", "val")})
+    if found is None:
         return None
-    parts = split_at_pool(model)
-    if parts is None:
-        return None
-    features, head = parts
-    splits = {name: prepared.inputs[name] for name in ("train", "val")}
-    cached = cached_split_features(features, splits)
-    if cached is None:
-        return None
-    loss, metrics = fit_module.loss_and_metrics(prepared)
-    # The whole model's optimizer: the same variables (the head's), and its state is what the
-    # checkpoints save and a resume restores.
-    head.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
+    head, cached = found
     wrapped = dataclasses.replace(
-        callbacks,
-        callbacks=[WholeModelCallback(callback, model) for callback in callbacks.callbacks],
+        callbacks, callbacks=whole_model_callbacks(callbacks.callbacks, model)
     )
     outcome = fit_module.run_fit(
         head,

@@ -3,6 +3,7 @@ an environment with no deepspark installed loads and scores it (what `mlflow mod
 a virtualenv or uv environment, and `mlflow models build-docker`, build from the artifact)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,8 @@ _SCORE_WITHOUT_DEEPSPARK = """
 import json, sys
 hidden = sys.argv[1]
 sys.path = [entry for entry in sys.path if entry.rstrip("/") != hidden]
+for framework in sys.argv[4:]:  # as in an environment built without it
+    sys.modules[framework] = None
 try:
     import deepspark
     sys.exit("deepspark is still importable from " + deepspark.__file__)
@@ -31,7 +34,9 @@ model = mlflow.pyfunc.load_model(sys.argv[2])
 frame = pd.read_json(io.StringIO(sys.argv[3]), orient="split")
 scored = model.predict(frame)
 import deepspark
-print(json.dumps({"prediction": scored["prediction"].tolist(), "from": deepspark.__file__}))
+import keras
+print(json.dumps({"prediction": scored["prediction"].tolist(), "from": deepspark.__file__,
+                  "backend": keras.backend.backend()}))
 """
 
 
@@ -43,15 +48,25 @@ def test_a_logged_model_scores_where_deepspark_is_not_installed(workdir):
     expected = deepspark.load_model(result.model_uri).predict(rows)["prediction"].tolist()
 
     source_folder = str(Path(deepspark.__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", _SCORE_WITHOUT_DEEPSPARK, source_folder, result.model_uri,
-         rows.to_json(orient="split")],
-        capture_output=True, text=True, timeout=300, cwd=workdir,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    scored = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def score_without_deepspark(*hidden_frameworks: str, **environment: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", _SCORE_WITHOUT_DEEPSPARK, source_folder, result.model_uri,
+             rows.to_json(orient="split"), *hidden_frameworks],
+            capture_output=True, text=True, timeout=300, cwd=workdir,
+            env={**os.environ, **environment},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    scored = score_without_deepspark()
     assert scored["prediction"] == pytest.approx(expected, rel=1e-6)
     assert "/code/deepspark_bundle/deepspark/" in scored["from"]
+    # A KERAS_BACKEND inherited from the shell that started the server names a framework the
+    # environment built from the artifact lacks: the model loads on the one it has.
+    scored = score_without_deepspark("jax", KERAS_BACKEND="jax")
+    assert scored["backend"] == "torch"
+    assert scored["prediction"] == pytest.approx(expected, rel=1e-5)
 
     folder = Path(mlflow.artifacts.download_artifacts(result.model_uri))
     requirements = (folder / "requirements.txt").read_text().split()

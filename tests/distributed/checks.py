@@ -1,6 +1,8 @@
-"""Assertions and markers shared by the per-backend and per-launcher correctness tests."""
+"""Assertions, markers and process lookups shared by the distributed tests."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,3 +28,34 @@ def assert_matches_single_process(result: dict, *, world: int = 2) -> None:
         np.testing.assert_allclose(result["history"][name], values, rtol=1e-5, err_msg=name)
     for name, value in result["whole_val"].items():
         np.testing.assert_allclose(result["history"][f"val_{name}"][-1], value, rtol=1e-5)
+
+
+def worker_pids(driver: int) -> dict[int, int]:
+    """rank -> pid of the worker processes that the launcher in process ``driver`` started:
+    forked by its zygote (named ``deepspark-rankN``, a grandchild) or spawned (a child running
+    ``deepspark.distributed._entry`` with ``RANK`` in its environment)."""
+    parents, found = {}, {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            name = (proc / "comm").read_text().strip()
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if name.startswith("deepspark-rank"):
+            found[int(proc.name)] = int(name.removeprefix("deepspark-rank"))
+        elif b"deepspark.distributed._entry" in command:
+            ranks = [int(item[5:]) for item in environ if item.startswith(b"RANK=")]
+            found[int(proc.name)] = ranks[0] if ranks else -1
+    mine = {}
+    for pid, rank in found.items():
+        ancestor = parents.get(pid)
+        for _ in range(2):
+            if ancestor == driver:
+                mine[rank] = pid
+                break
+            ancestor = parents.get(ancestor)
+    return mine

@@ -13,13 +13,13 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
 
 import deepspark
 from tests.conftest import make_table
+from tests.distributed.checks import worker_pids
 from tests.integration.test_resume import wait_for_epoch
 from tests.training.test_tensorboard import assert_logged_to_run, assert_same_curves
 
@@ -29,37 +29,6 @@ EPOCHS = 5
 # MobileNet (v1) at width 0.25 without weights: a pretrained-style base with BatchNorm whose
 # graph is about half MobileNetV2's, so each worker of each phase compiles it faster.
 TINY_BASE = {"base": "mobilenet", "weights": "none", "base_options": {"alpha": 0.25}}
-
-
-def worker_pids(driver: int) -> dict[int, int]:
-    """rank -> pid of the worker processes that the launcher in process ``driver`` started:
-    forked by its zygote (named ``deepspark-rankN``, a grandchild) or spawned (a child running
-    ``deepspark.distributed._entry`` with ``RANK`` in its environment)."""
-    parents, found = {}, {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            name = (proc / "comm").read_text().strip()
-            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            continue
-        if name.startswith("deepspark-rank"):
-            found[int(proc.name)] = int(name.removeprefix("deepspark-rank"))
-        elif b"deepspark.distributed._entry" in command:
-            ranks = [int(item[5:]) for item in environ if item.startswith(b"RANK=")]
-            found[int(proc.name)] = ranks[0] if ranks else -1
-    mine = {}
-    for pid, rank in found.items():
-        ancestor = parents.get(pid)
-        for _ in range(2):
-            if ancestor == driver:
-                mine[rank] = pid
-                break
-            ancestor = parents.get(ancestor)
-    return mine
 
 
 def test_killed_worker_restarts_from_last_checkpoint(workdir):

@@ -20,7 +20,7 @@ from deepspark.models.inference import predict_arrays
 from deepspark.training.bagging import train_bagged
 from deepspark.training.prepare import prepare_data
 from tests.conftest import make_table
-from tests.distributed.test_train_distributed import worker_pids
+from tests.distributed.checks import worker_pids
 
 pytestmark = pytest.mark.distributed
 

@@ -31,6 +31,7 @@ def prepared(tmp_path_factory):
     return prepare_data(make_config({"data": str(folder), "epochs": 3, **SMALL}))
 
 
+@pytest.mark.parity  # the head compiled from the model's own config, on torch too
 def test_the_head_trains_on_features_and_the_whole_network_comes_out(prepared, tmp_path):
     model = build_compiled_model(prepared)
     store = CheckpointStore(tmp_path / "checkpoints")
@@ -82,6 +83,7 @@ def test_early_stopping_stops_a_plateau_by_min_delta(prepared, tmp_path, caplog)
     assert stopping.stopped_epoch == 3 and stopping.best_epoch == 0  # min_delta=0: no stop
 
 
+@pytest.mark.parity  # the head compiled from the model's own config, on torch too
 def test_a_head_only_run_computes_the_base_features_once(workdir, caplog):
     folder = pattern_folder(workdir / "photos", per_class=12, size=32, mess=False)
     with caplog.at_level(logging.INFO, logger="deepspark"):

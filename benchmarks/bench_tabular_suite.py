@@ -488,7 +488,13 @@ def main(argv=None) -> None:
         scratch = Path(folder)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
         from deepspark._backend import backend_name
-        from deepspark.config import AUTO_BAGGING_MEMBERS, auto_bagging_rows
+        from deepspark.config import (
+            AUTO_BAGGING_MEMBERS,
+            LARGE_TABLE_EMBEDDING_SIGMA,
+            SMALL_TABLE_EMBEDDING_SIGMA,
+            SMOOTH_EMBEDDING_ROWS,
+            auto_bagging_rows,
+        )
         from deepspark.models.kinds import kind_named
 
         tables = {name: run_table(name, args, scratch) for name in args.tables}
@@ -500,6 +506,12 @@ def main(argv=None) -> None:
         # Tables of at most this many training + validation rows are bagged by default.
         "auto_bagging_rows": auto_bagging_rows(),
         "auto_bagging_members": AUTO_BAGGING_MEMBERS,
+        # tabular_net's default embedding_sigma: the small value up to this many table rows.
+        "auto_embedding_sigma": {
+            "rows": SMOOTH_EMBEDDING_ROWS,
+            "small": SMALL_TABLE_EMBEDDING_SIGMA,
+            "large": LARGE_TABLE_EMBEDDING_SIGMA,
+        },
         "error": {"regression": "rmse", "binary": "log_loss", "multiclass": "log_loss"},
         "normalised_error": "network error / better tree's error (mean over folds and seeds)",
         "folds": args.folds,

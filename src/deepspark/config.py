@@ -133,6 +133,10 @@ class TrainConfig:
             weights, averaged at prediction); 1 is a single network.
         numeric_embedding: How ``tabular_net`` feeds numbers to its first layer: ``periodic``
             (learned periodic embeddings next to the scaled value) or ``none`` (the scaled value).
+        embedding_sigma: Standard deviation of the periodic embeddings' initial frequencies (in
+            cycles per robust-scaled unit; the frequencies are learned from there): small values
+            start smooth. ``None`` (auto): see ``default_embedding_sigma`` (0.1 for a table of at
+            most ``SMOOTH_EMBEDDING_ROWS`` rows, 1.0 above). Logged resolved.
         weight_decay: Decoupled weight decay of the optimizer (``None``: the optimizer's own
             default, none except 0.004 for ``adamw``).
         lr_schedule: ``plateau`` (the rate halves when validation loss stalls, with
@@ -206,6 +210,7 @@ class TrainConfig:
     class_weight: str | None = None
     ensemble_size: int = 8
     numeric_embedding: str = "periodic"
+    embedding_sigma: float | None = None
     weight_decay: float | None = None
     lr_schedule: str = "plateau"
     bagging: int | None = None
@@ -283,8 +288,11 @@ def default_batch_size(kind: str, rows: int | None) -> int:
     return int(min(MAX_DEFAULT_BATCH_SIZE, max(DEFAULT_BATCH_SIZE, size)))
 
 
-#: Members of the bagged ensemble a small table gets by default (``bagging=None``).
-AUTO_BAGGING_MEMBERS = 3
+#: Members of the bagged ensemble a small table gets by default (``bagging=None``): each trains
+#: on 4 of 5 folds. Measured with ``benchmarks/bench_tabular_suite.py`` (5 folds, seed 42; README,
+#: bagging): grunfeld went from 1.055x the better tree with 3 members to 0.988x with 5, better
+#: in each of the 5 folds.
+AUTO_BAGGING_MEMBERS = 5
 #: Most training + validation rows a table may have to be bagged by default. Measured with
 #: ``benchmarks/bench_tabular_suite.py`` (3 folds, K=3; README, bagging): bagged / one network's
 #: error 0.924 on 500 rows of California (333 training + validation rows), 0.976 on 1,000 (667),
@@ -346,6 +354,25 @@ def default_bagging(config: TrainConfig, kind: str, *, pooled_rows: int | None) 
     return AUTO_BAGGING_MEMBERS if small else 1
 
 
+#: ``embedding_sigma`` of a table of at most ``SMOOTH_EMBEDDING_ROWS`` rows: smooth embeddings,
+#: which small tables need (the whole suite of tables under 2,000 rows was measured with them).
+SMALL_TABLE_EMBEDDING_SIGMA = 0.1
+#: ``embedding_sigma`` of a larger table (or a streamed one of unknown size): finer detail where
+#: there are rows to learn it. Measured with ``benchmarks/bench_tabular_suite.py`` (5 folds,
+#: seed 42, one network; README): see ``default_embedding_sigma``.
+LARGE_TABLE_EMBEDDING_SIGMA = 1.0
+SMOOTH_EMBEDDING_ROWS = 3_000
+
+
+def default_embedding_sigma(rows: int | None) -> float:
+    """What ``embedding_sigma=None`` (auto) resolves to for a table of ``rows`` rows:
+    ``SMALL_TABLE_EMBEDDING_SIGMA`` up to ``SMOOTH_EMBEDDING_ROWS`` rows, else (and when the
+    size is unknown) ``LARGE_TABLE_EMBEDDING_SIGMA``."""
+    if rows is not None and rows <= SMOOTH_EMBEDDING_ROWS:
+        return SMALL_TABLE_EMBEDDING_SIGMA
+    return LARGE_TABLE_EMBEDDING_SIGMA
+
+
 def with_data_defaults(
     config: TrainConfig,
     kind: str,
@@ -355,8 +382,9 @@ def with_data_defaults(
 ) -> TrainConfig:
     """``config`` with the defaults that depend on the kind of data (``tabular`` or ``image``)
     and its size filled in: ``patience`` (the kind's ``default_patience``), ``batch_size``
-    (see ``default_batch_size``) and ``bagging`` (see ``default_bagging``; ``pooled_rows``:
-    the training + validation rows of an in-memory table that may be bagged by default)."""
+    (see ``default_batch_size``), ``bagging`` (see ``default_bagging``; ``pooled_rows``:
+    the training + validation rows of an in-memory table that may be bagged by default) and, for
+    tables, ``embedding_sigma`` (see ``default_embedding_sigma``; ``rows``: the table's rows)."""
     from deepspark.models.kinds import kind_named
 
     changes = {}
@@ -366,6 +394,8 @@ def with_data_defaults(
         changes["batch_size"] = default_batch_size(kind, rows)
     if config.bagging is None:
         changes["bagging"] = default_bagging(config, kind, pooled_rows=pooled_rows)
+    if config.embedding_sigma is None and kind == "tabular":
+        changes["embedding_sigma"] = default_embedding_sigma(rows)
     return dataclasses.replace(config, **changes) if changes else config
 
 
@@ -425,6 +455,12 @@ def _validate_tabular_net(config: TrainConfig) -> None:
         isinstance(decay, int | float) and math.isfinite(decay) and decay >= 0
     ):
         raise _invalid("weight_decay", "must be 0 or a positive number such as 0.01", decay)
+    sigma = config.embedding_sigma
+    if sigma is not None and not (
+        isinstance(sigma, int | float) and not isinstance(sigma, bool) and math.isfinite(sigma)
+        and sigma > 0
+    ):  # fmt: skip
+        raise _invalid("embedding_sigma", "must be a positive number such as 0.1 or 1", sigma)
 
 
 def check_registered_name(name: Any, *, option: str = "register") -> str:

@@ -135,6 +135,40 @@ def test_settings_are_validated():
         make_config({"data": "x", "ensemble_size": 0})
     with pytest.raises(UserInputError, match="numeric-embedding: unknown value"):
         make_config({"data": "x", "numeric_embedding": "fourier"})
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "wide"):
+        with pytest.raises(UserInputError, match="embedding-sigma: must be a positive number"):
+            make_config({"data": "x", "embedding_sigma": bad})
+
+
+def test_embedding_sigma_is_smooth_on_small_tables_and_finer_on_larger_ones():
+    from deepspark.config import SMOOTH_EMBEDDING_ROWS, default_embedding_sigma, with_data_defaults
+
+    assert SMOOTH_EMBEDDING_ROWS == 3_000
+    assert default_embedding_sigma(3_000) == 0.1 and default_embedding_sigma(3_001) == 1.0
+    assert default_embedding_sigma(None) == 1.0  # a streamed table of unknown size
+    auto = TrainConfig(data="x")
+    assert auto.embedding_sigma is None
+    assert with_data_defaults(auto, "tabular", rows=500).embedding_sigma == 0.1
+    assert with_data_defaults(auto, "tabular", rows=20_000).embedding_sigma == 1.0
+    assert with_data_defaults(auto, "image").embedding_sigma is None  # tables only
+    chosen = TrainConfig(data="x", embedding_sigma=0.3)
+    assert with_data_defaults(chosen, "tabular", rows=20_000).embedding_sigma == 0.3
+    schema, inputs, stats = prepared()
+    for sigma, expected in ((None, 0.1), (2.5, 2.5)):  # None: built outside train
+        config = TrainConfig(data="x", **SMALL, embedding_sigma=sigma)
+        model = build_tabular_net(schema, stats, config, numeric_train=inputs["numeric"])
+        assert model.get_layer("periodic_embedding").sigma == expected
+
+
+def test_train_resolves_embedding_sigma_by_rows_and_logs_it(workdir):
+    import mlflow
+
+    quick = {"hidden": (8,), "ensemble_size": 1, "epochs": 1, "batch_size": 256}
+    for rows, expected in ((400, "0.1"), (3_200, "1.0")):
+        result = deepspark.train(make_table(rows=rows, seed=5), "y", bagging=1, **quick)
+        assert mlflow.get_run(result.run_id).data.params["embedding_sigma"] == expected
+        model = deepspark.load_model(result.model_uri).keras_model
+        assert model.get_layer("periodic_embedding").sigma == float(expected)
 
 
 def _fit_on_make_table(config: TrainConfig, seed: int, epochs: int):

@@ -319,11 +319,11 @@ def test_a_small_table_is_bagged_by_default(auto_bagging, caplog):
     table = make_table(rows=200, seed=4, task="regression")
     with caplog.at_level(logging.INFO, logger="deepspark"):
         result = deepspark.train(table, "y", **AUTO)
-    assert AUTO_BAGGING_MEMBERS == 3
-    assert _bagging_of(result) == (3, "3") and result.bagging == 3
+    assert AUTO_BAGGING_MEMBERS == 5
+    assert _bagging_of(result) == (5, "5") and result.bagging == 5
     pooled = result.rows["train"] + result.rows["val"]
     expected = (
-        f"bagging 3 members by default (a table of {pooled} training + validation rows, at "
+        f"bagging 5 members by default (a table of {pooled} training + validation rows, at "
         f"most {AUTO_BAGGING_ROWS:,}); --bagging 1 trains one network"
     )
     assert caplog.text.count(expected) == 1
@@ -365,7 +365,7 @@ def test_the_threshold_variable_and_auto_resolve_in_one_place(monkeypatch):
     config = make_config({"data": "t.csv", "target": "y", "bagging": "auto"})
     assert config.bagging is None and make_config({"data": "t.csv", "bagging": "3"}).bagging == 3
     monkeypatch.setenv(AUTO_BAGGING_ROWS_ENV, "500")
-    assert default_bagging(config, "tabular", pooled_rows=500) == 3
+    assert default_bagging(config, "tabular", pooled_rows=500) == 5
     assert default_bagging(config, "tabular", pooled_rows=501) == 1
     assert default_bagging(config, "tabular", pooled_rows=None) == 1  # streamed, tune, lr_find
     assert default_bagging(config, "image", pooled_rows=10) == 1
@@ -388,10 +388,12 @@ def test_the_threshold_variable_and_auto_resolve_in_one_place(monkeypatch):
 
 def test_tune_trials_and_prepare_data_do_not_bag_by_default(monkeypatch):
     """Only ``train`` asks for default bagging; every other caller resolves ``None`` to 1."""
-    from deepspark.config import AUTO_BAGGING_ROWS_ENV
+    from deepspark.config import AUTO_BAGGING_MEMBERS, AUTO_BAGGING_ROWS_ENV
 
     monkeypatch.delenv(AUTO_BAGGING_ROWS_ENV, raising=False)
     config = make_config({"data": "<pandas DataFrame>", "target": "y", **TINY})
     table = make_table(rows=120, seed=2)
     assert prepare_data(config, data=table, stream=False).config.bagging == 1
-    assert prepare_data(config, data=table, auto_bagging=True).config.bagging == 3
+    assert (
+        prepare_data(config, data=table, auto_bagging=True).config.bagging == AUTO_BAGGING_MEMBERS
+    )

@@ -31,7 +31,14 @@ def test_kept_checkpoints_load_and_params_fit_the_model(regression_csv, workdir)
 
     params = mlflow.get_run(result.run_id).data.params
     assert {"hidden", "activation", "dropout", "lr", "epochs", "keep_checkpoints"} <= set(params)
-    assert not {"ensemble_size", "numeric_embedding", "filters", "weights", "base"} & set(params)
+    assert not {
+        "ensemble_size",
+        "numeric_embedding",
+        "embedding_sigma",
+        "filters",
+        "weights",
+        "base",
+    } & set(params)
     assert result.coefficients is None and result.intercept is None  # a non-linear MLP
 
 

@@ -150,13 +150,19 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
     "--ensemble-size", type=int, help="tabular_net: ensemble members sharing most weights (8)."
 )
 @click.option("--numeric-embedding", help="tabular_net: periodic (default) or none.")
+@click.option(
+    "--embedding-sigma",
+    type=float,
+    help="tabular_net: initial frequency scale of the periodic embeddings (default auto: 0.1 "
+    "for a table of at most 3,000 rows, else 1.0).",
+)
 @click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
 @click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")
 @click.option(
     "--bagging",
     metavar="K|auto",
     help="A bagged k-fold ensemble of K networks (tables in memory); 1: one network "
-    "(default auto: 3 for a table of at most 2,000 training + validation rows, "
+    "(default auto: 5 for a table of at most 2,000 training + validation rows, "
     "$DEEPSPARK_AUTO_BAGGING_ROWS; else 1).",
 )
 @click.option("--register", help="Register the logged model as a new version of this name.")

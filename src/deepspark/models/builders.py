@@ -77,6 +77,7 @@ MODEL_SETTINGS = (
     "categorical_encoding",
     "ensemble_size",
     "numeric_embedding",
+    "embedding_sigma",
     "filters",
     "augment",
     "base",
@@ -395,7 +396,7 @@ register_builder(
     "tabular_net",
     _build_tabular_net,
     takes=("tabular",),
-    settings=(*_MLP_SETTINGS, "ensemble_size", "numeric_embedding"),
+    settings=(*_MLP_SETTINGS, "ensemble_size", "numeric_embedding", "embedding_sigma"),
 )
 register_builder(
     "cnn", _build_cnn, takes=("image",), settings=("filters", "batch_norm", "dropout", "augment")

@@ -48,6 +48,8 @@ layers = keras.layers
 _NORMAL_IQR = 1.349
 EMBEDDING_FREQUENCIES = 16
 EMBEDDING_DIM = 8
+#: The frequency scale when ``config.embedding_sigma`` was not resolved (a model built outside
+#: ``train``): the small-table default.
 EMBEDDING_SIGMA = 0.1
 
 
@@ -66,7 +68,7 @@ def build_tabular_net(
         schema: Feature schema with vocabularies learned on the training split.
         numeric_stats: Statistics of the numeric columns (``None`` when there are none).
         config: ``hidden``, ``activation``, ``dropout``, ``ensemble_size``,
-            ``numeric_embedding`` and the categorical encoding.
+            ``numeric_embedding``, ``embedding_sigma`` and the categorical encoding.
         target_center: Regression target mean (the output layer adds it back).
         target_scale: Regression target standard deviation.
         numeric_train: The training split's raw numeric columns; when given, numbers are
@@ -87,7 +89,9 @@ def build_tabular_net(
                 width,
                 frequencies=EMBEDDING_FREQUENCIES,
                 dim=EMBEDDING_DIM,
-                sigma=EMBEDDING_SIGMA,
+                sigma=EMBEDDING_SIGMA
+                if config.embedding_sigma is None
+                else float(config.embedding_sigma),
                 name="periodic_embedding",
             )(hidden)
     members = int(config.ensemble_size)

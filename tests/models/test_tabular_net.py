@@ -160,6 +160,7 @@ def test_embedding_sigma_is_smooth_on_small_tables_and_finer_on_larger_ones():
         assert model.get_layer("periodic_embedding").sigma == expected
 
 
+@pytest.mark.parity
 def test_train_resolves_embedding_sigma_by_rows_and_logs_it(workdir):
     import mlflow
 

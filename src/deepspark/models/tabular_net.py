@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from deepspark._backend import import_keras
-from deepspark.config import TrainConfig
+from deepspark.config import SMALL_TABLE_EMBEDDING_SIGMA, TrainConfig
 from deepspark.data.schema import FeatureSchema
 from deepspark.models.mlp import _activation_layer, encoded_features
 from deepspark.models.preprocessing import Denormalize, NumericPreprocessor, NumericStats
@@ -48,9 +48,6 @@ layers = keras.layers
 _NORMAL_IQR = 1.349
 EMBEDDING_FREQUENCIES = 16
 EMBEDDING_DIM = 8
-#: The frequency scale when ``config.embedding_sigma`` was not resolved (a model built outside
-#: ``train``): the small-table default.
-EMBEDDING_SIGMA = 0.1
 
 
 def build_tabular_net(
@@ -89,7 +86,8 @@ def build_tabular_net(
                 width,
                 frequencies=EMBEDDING_FREQUENCIES,
                 dim=EMBEDDING_DIM,
-                sigma=EMBEDDING_SIGMA
+                # Not resolved (a model built outside ``train``): the small-table default.
+                sigma=SMALL_TABLE_EMBEDDING_SIGMA
                 if config.embedding_sigma is None
                 else float(config.embedding_sigma),
                 name="periodic_embedding",

@@ -83,3 +83,42 @@ def test_framework_versions_name_the_backend():
     versions = runtime.framework_versions()
     assert versions["keras_backend"] == keras.backend.backend()
     assert keras.backend.backend() in versions
+
+
+CACHED_PROGRAM = """
+from deepspark._backend import import_keras
+import_keras()
+import jax, numpy as np
+print(float(jax.jit(lambda x: (x * 2.0 + 1.0).sum())(np.arange(3.0, dtype=np.float32))))
+"""
+
+
+def _run_cached_program(tmp_path, cache, **env):  # a fresh process, as a rank is
+    import os
+    import subprocess
+    import sys
+
+    environment = {
+        **os.environ, "KERAS_BACKEND": "jax", "DEEPSPARK_JAX_CACHE": str(cache), **env
+    }  # fmt: skip
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-c", CACHED_PROGRAM], env=environment, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+
+
+def test_a_distributed_rank_reuses_compiled_programs_and_survives_a_torn_entry(tmp_path):
+    """Ranks of a distributed job (WORLD_SIZE > 1) keep JAX's compiled programs on disk like a
+    single process; an entry that another process left half-written is compiled again, with the
+    right result."""
+    cache = tmp_path / "jax-cache"
+    first = _run_cached_program(tmp_path, cache, WORLD_SIZE="2", RANK="1")
+    assert first.stdout.strip() == "9.0"
+    entries = sorted(cache.glob("jit__lambda*-cache"))
+    assert len(entries) == 1 and entries[0].stat().st_size > 100
+    # A reader that meets an entry in the middle of its write:
+    entries[0].write_bytes(entries[0].read_bytes()[: entries[0].stat().st_size // 2])
+    torn = _run_cached_program(tmp_path, cache, WORLD_SIZE="2", RANK="0")
+    assert torn.stdout.strip() == "9.0"
+    assert "Error reading persistent compilation cache entry" in torn.stderr

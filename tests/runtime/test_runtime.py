@@ -122,3 +122,40 @@ def test_a_distributed_rank_reuses_compiled_programs_and_survives_a_torn_entry(t
     torn = _run_cached_program(tmp_path, cache, WORLD_SIZE="2", RANK="0")
     assert torn.stdout.strip() == "9.0"
     assert "Error reading persistent compilation cache entry" in torn.stderr
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax", reason="compiled programs are JAX's (torch is eager)"
+)
+def test_compiled_programs_of_earlier_models_are_released_only_when_mappings_pile_up(
+    monkeypatch,
+):
+    """Past the share of the kernel's mapping limit, building a fresh model clears JAX's
+    caches (the mappings of dead models' programs go); below it, nothing is released."""
+    import gc
+
+    from deepspark.runtime import _jax
+
+    if _jax.memory_mappings() is None:
+        pytest.skip("/proc does not report memory mappings here")
+
+    def compile_programs_of_dead_models():
+        for width in range(3, 23):
+            forward(dense_model(width=width), np.ones((4, width), np.float32))
+        gc.collect()
+
+    compile_programs_of_dead_models()
+    kept, _ = _jax.memory_mappings()
+    assert runtime.release_compiled_programs() is False  # far below the share
+    assert _jax.memory_mappings()[0] >= kept - 5
+    monkeypatch.setattr(_jax, "MAPPINGS_SHARE", (kept - 10) / _jax.memory_mappings()[1])
+    assert runtime.release_compiled_programs() is True
+    released, _ = _jax.memory_mappings()
+    assert released < kept - 40, (kept, released)  # 20 models' programs, several mappings each
+    # The models in use still work: they compile again.
+    model = dense_model()
+    np.testing.assert_allclose(
+        forward(model, np.ones((2, 5), np.float32)),
+        keras.ops.convert_to_numpy(model(np.ones((2, 5), np.float32))),
+        rtol=1e-5,
+    )

@@ -7,6 +7,8 @@ module behind them (``_jax`` or ``_torch``) is chosen by the backend Keras runs 
   chunk size, so a stream of batches of any size compiles a bounded number of times);
 - ``input_gradients``: gradients of chosen output columns with respect to the inputs;
 - ``set_threads``: the intra-op threads of a worker process;
+- ``release_compiled_programs``: frees the compiled programs of earlier models when a process
+  holds many;
 - ``framework_versions``: what the model artifact records.
 """
 
@@ -70,6 +72,25 @@ def input_gradients(model, points: np.ndarray, columns: np.ndarray) -> np.ndarra
 def set_threads(count: int) -> None:
     """Intra-op threads of this process (a Spark task gets ``spark.task.cpus`` cores)."""
     _module().set_threads(int(count))
+
+
+def release_compiled_programs() -> bool:
+    """Free the programs compiled for earlier models when this process holds many of them.
+
+    On JAX, compiled programs stay in JAX's in-memory caches after their model is gone, each
+    holding memory mappings (a bagged training of 5 members on a small table left about 4,000).
+    A process that trains model after model (a suite, ``tune``, a notebook) reached the kernel's
+    limit (``vm.max_map_count``, 65,530) after about 16 bagged trainings and died in XLA ("LLVM
+    compilation error: Cannot allocate memory", then a segmentation fault). Past a quarter of
+    the limit (``_jax.MAPPINGS_SHARE``) JAX's caches are cleared: a model still in use compiles
+    again on its next call, from the on-disk compilation cache. Below it nothing is cleared, so
+    the members of one bagged training keep sharing their compiled programs. Nothing to do on
+    torch (eager) or where ``/proc`` does not say.
+
+    Returns:
+        Whether compiled programs were released.
+    """
+    return _module().release_compiled_programs()
 
 
 def framework_versions() -> dict[str, str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger("deepspark.runtime")
 
 CACHE_ENV = "DEEPSPARK_JAX_CACHE"
 _configured = {"cache": False}
@@ -111,6 +114,35 @@ def set_threads(count: int) -> None:
     # XLA's CPU thread pool is sized once per process (XLA_FLAGS before JAX starts); Spark
     # tasks share a worker's cores through spark.task.cpus instead.
     return None
+
+
+#: Part of the kernel's limit on a process's memory mappings (``vm.max_map_count``, 65,530 by
+#: default) past which ``release_compiled_programs`` clears JAX's caches: the rest is headroom
+#: for the training about to start (a bagged training of a small table maps about 4,000).
+MAPPINGS_SHARE = 0.25
+
+
+def memory_mappings() -> tuple[int, int] | None:
+    """(this process's memory mappings, the kernel's limit), or None where ``/proc`` does not
+    say (not Linux)."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            used = sum(1 for _ in maps)
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return used, int(limit.read())
+    except (OSError, ValueError):
+        return None
+
+
+def release_compiled_programs() -> bool:
+    mappings = memory_mappings()
+    if mappings is None or mappings[0] <= mappings[1] * MAPPINGS_SHARE:
+        return False
+    import jax
+
+    jax.clear_caches()
+    logger.debug("released JAX's compiled programs (%d of %d memory mappings)", *mappings)
+    return True
 
 
 def framework_versions() -> dict[str, str]:

@@ -41,6 +41,10 @@ def set_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
+def release_compiled_programs() -> bool:
+    return False  # eager: nothing compiled is kept
+
+
 def framework_versions() -> dict[str, str]:
     import torch
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from deepspark import runtime
 from deepspark._backend import import_keras
 from deepspark.config import DEFAULT_PATIENCE, TrainConfig
 from deepspark.data.image_inputs import ImageFiles, chunk_rows
@@ -86,8 +87,12 @@ def build_context(prepared: PreparedData) -> BuildContext:
 
 
 def build_compiled_model(prepared: PreparedData):
-    """A fresh model for ``prepared`` with its optimizer, loss and metrics."""
+    """A fresh model for ``prepared`` with its optimizer, loss and metrics. First the programs
+    compiled for earlier models are released if the process holds many
+    (``runtime.release_compiled_programs``): bagged trainings, trials and runs one after another
+    in one process would else exhaust its memory mappings on JAX."""
     config = prepared.config
+    runtime.release_compiled_programs()
     keras.utils.set_random_seed(config.seed)
     model = build_model(build_context(prepared), prepared.builder)
     compile_model(model, prepared, config.lr)

@@ -144,12 +144,12 @@ def test_embedding_sigma_is_smooth_on_small_tables_and_finer_on_larger_ones():
     from deepspark.config import SMOOTH_EMBEDDING_ROWS, default_embedding_sigma, with_data_defaults
 
     assert SMOOTH_EMBEDDING_ROWS == 3_000
-    assert default_embedding_sigma(3_000) == 0.1 and default_embedding_sigma(3_001) == 1.0
-    assert default_embedding_sigma(None) == 1.0  # a streamed table of unknown size
+    assert default_embedding_sigma(3_000) == 0.1 and default_embedding_sigma(3_001) == 3.0
+    assert default_embedding_sigma(None) == 3.0  # a streamed table of unknown size
     auto = TrainConfig(data="x")
     assert auto.embedding_sigma is None
     assert with_data_defaults(auto, "tabular", rows=500).embedding_sigma == 0.1
-    assert with_data_defaults(auto, "tabular", rows=20_000).embedding_sigma == 1.0
+    assert with_data_defaults(auto, "tabular", rows=20_000).embedding_sigma == 3.0
     assert with_data_defaults(auto, "image").embedding_sigma is None  # tables only
     chosen = TrainConfig(data="x", embedding_sigma=0.3)
     assert with_data_defaults(chosen, "tabular", rows=20_000).embedding_sigma == 0.3
@@ -165,7 +165,7 @@ def test_train_resolves_embedding_sigma_by_rows_and_logs_it(workdir):
     import mlflow
 
     quick = {"hidden": (8,), "ensemble_size": 1, "epochs": 1, "batch_size": 256}
-    for rows, expected in ((400, "0.1"), (3_200, "1.0")):
+    for rows, expected in ((400, "0.1"), (3_200, "3.0")):
         result = deepspark.train(make_table(rows=rows, seed=5), "y", bagging=1, **quick)
         assert mlflow.get_run(result.run_id).data.params["embedding_sigma"] == expected
         model = deepspark.load_model(result.model_uri).keras_model

@@ -154,7 +154,7 @@ def cli(quiet: bool, verbose: bool, keras_backend: str | None) -> None:
     "--embedding-sigma",
     type=float,
     help="tabular_net: initial frequency scale of the periodic embeddings (default auto: 0.1 "
-    "for a table of at most 3,000 rows, else 1.0).",
+    "for a table of at most 3,000 rows, else 3.0).",
 )
 @click.option("--weight-decay", type=float, help="Decoupled weight decay (default: none).")
 @click.option("--lr-schedule", help="plateau (default), cosine (to 0 over --epochs) or constant.")

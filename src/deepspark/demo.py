@@ -67,8 +67,7 @@ def main() -> None:
     lines = [
         "",
         "deepspark demo",
-        f"  run id        {result.run_id}  ({result.epochs_completed} epochs, best "
-        f"{result.best_epoch})",
+        f"  run id        {result.run_id}  ({_epochs_line(result)})",
         f"  model uri     {result.model_uri}",
         f"  test metrics  RMSE {result.metrics['test_rmse']:.2f}  MAE "
         f"{result.metrics['test_mae']:.2f}  R2 {result.metrics['test_r2']:.3f}  "
@@ -120,6 +119,17 @@ def _spark_step(model_uri: str, to_score: Path) -> tuple[Path, str]:
     )  # fmt: skip
     row = spark.read.parquet(str(sql_output)).first()  # the session stays for the images
     return output, f"mean predicted progression {row['mean']}, highest {row['highest']}"
+
+
+def _epochs_line(result) -> str:
+    """How the first step trained: one network's epochs, or the bagged members' summary (the
+    result holds the most epochs a member trained and the median best epoch)."""
+    if result.bagging > 1:
+        return (
+            f"{result.bagging} bagged members: up to {result.epochs_completed} epochs each, "
+            f"median best epoch {result.best_epoch}"
+        )
+    return f"{result.epochs_completed} epochs, best {result.best_epoch}"
 
 
 def _image_step():

@@ -21,7 +21,7 @@ def test_demo_end_to_end(workdir):
         env=os.environ.copy(),
     )
     assert done.returncode == 0, done.stderr
-    run_id = re.search(r"run id\s+([0-9a-f]{32})", done.stdout).group(1)
+    run_id = re.search(r"run id\s+([0-9a-f]{32})  \(\d+ epochs, best \d+\)", done.stdout).group(1)
     model_uri = re.search(r"model uri\s+(\S+)", done.stdout).group(1)
     assert re.search(r"test metrics\s+RMSE \d+\.\d+", done.stdout)
     assert "mlflow ui --backend-store-uri" in done.stdout
@@ -43,3 +43,16 @@ def test_demo_end_to_end(workdir):
     assert os.path.getsize(overlay) > 0
     images = pd.read_parquet(workdir / "demo-output" / "images_scored_spark")
     assert len(images) == 301 and images["error"].notna().sum() == 1
+
+
+def test_the_demo_summary_says_how_the_first_step_trained():
+    """One network: its epochs and best epoch; a bagged ensemble (``make demo``'s default on
+    the diabetes table): the members, the most epochs one trained and the median best epoch."""
+    from types import SimpleNamespace
+
+    from deepspark.demo import _epochs_line
+
+    one = SimpleNamespace(bagging=1, epochs_completed=40, best_epoch=28)
+    assert _epochs_line(one) == "40 epochs, best 28"
+    bagged = SimpleNamespace(bagging=5, epochs_completed=50, best_epoch=13)
+    assert _epochs_line(bagged) == "5 bagged members: up to 50 epochs each, median best epoch 13"

@@ -63,7 +63,7 @@ class TrainResult:
             ``{class: {column: value}}`` for multiclass; ``None`` for other models.
         intercept: The linear model's intercept (per class for multiclass), else ``None``.
         bagging: Members of the bagged ensemble the model averages (1: one network); the
-            resolved value where ``bagging`` was left to its default (a small table: 3).
+            resolved value where ``bagging`` was left to its default (a small table: 5).
     """
 
     run_id: str

@@ -159,3 +159,27 @@ def test_compiled_programs_of_earlier_models_are_released_only_when_mappings_pil
         keras.ops.convert_to_numpy(model(np.ones((2, 5), np.float32))),
         rtol=1e-5,
     )
+
+
+def test_the_compilation_cache_is_trimmed_to_its_size_least_recently_used_first(tmp_path):
+    """Past the size limit the entries used longest ago go until 3/4 of it is left; the folder
+    is scanned at most once a day."""
+    import os
+    import time
+
+    from deepspark.runtime._jax import CACHE_PRUNE_SECONDS, prune_compilation_cache
+
+    now = time.time()
+    for age in range(10):  # entry 9 was used longest ago
+        entry = tmp_path / f"jit_step-{age:064x}-cache"
+        entry.write_bytes(b"x" * 1000)
+        os.utime(entry, (now - age * 3600, now - age * 3600))
+    (tmp_path / "jit_step-0-atime").write_bytes(b"12345678")  # JAX's own stamps stay
+    assert prune_compilation_cache(tmp_path, max_bytes=20_000) == 0  # under the limit
+    stamp = tmp_path / ".deepspark-pruned"
+    os.utime(stamp, (now - CACHE_PRUNE_SECONDS - 1,) * 2)  # a day later
+    assert prune_compilation_cache(tmp_path, max_bytes=8_000) == 4  # down to 6,000 bytes
+    left = sorted(int(path.name.split("-")[1], 16) for path in tmp_path.glob("*-cache"))
+    assert left == [0, 1, 2, 3, 4, 5]
+    assert (tmp_path / "jit_step-0-atime").exists()
+    assert prune_compilation_cache(tmp_path, max_bytes=1_000) == 0  # pruned today already

@@ -183,3 +183,56 @@ def configure_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", str(folder))
     # deepspark's networks compile in well under JAX's default 1 s threshold.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    prune_compilation_cache(folder)
+
+
+#: Most bytes the compilation cache keeps; past it, ``prune_compilation_cache`` deletes the
+#: entries used longest ago until 3/4 of it is left.
+CACHE_MAX_BYTES = 2 << 30
+#: How often one host prunes (the stamp file's age): a scan stats every entry.
+CACHE_PRUNE_SECONDS = 24 * 3600
+_PRUNE_STAMP = ".deepspark-pruned"
+
+
+def prune_compilation_cache(folder: Path, *, max_bytes: int | None = None) -> int:
+    """Keep the compilation cache under ``CACHE_MAX_BYTES``, at most once a day per folder.
+
+    JAX bounds its cache only with ``jax_compilation_cache_max_size``, whose eviction re-reads
+    every entry's access stamp on each write (and fails on entries written without one), so
+    deepspark trims the folder itself: entries least recently used (their newer of access and
+    modification time) go first. Another process that was about to read a deleted entry
+    compiles the program again. Returns the number of entries deleted."""
+    import time
+
+    limit = CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    stamp = folder / _PRUNE_STAMP
+    try:
+        if time.time() - stamp.stat().st_mtime < CACHE_PRUNE_SECONDS:
+            return 0
+    except OSError:
+        pass  # never pruned here
+    try:
+        stamp.touch()
+        entries = []
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if entry.name.endswith("-cache") and entry.is_file(follow_symlinks=False):
+                    info = entry.stat(follow_symlinks=False)
+                    entries.append((max(info.st_atime, info.st_mtime), info.st_size, entry.path))
+    except OSError:  # a read-only or vanished folder: JAX copes
+        return 0
+    total = sum(size for _, size, _ in entries)
+    deleted = 0
+    if total <= limit:
+        return 0
+    for _, size, path in sorted(entries):
+        if total <= limit * 3 // 4:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        deleted += 1
+    logger.info("compilation cache %s: deleted %d entries used longest ago", folder, deleted)
+    return deleted

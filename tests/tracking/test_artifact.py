@@ -75,3 +75,19 @@ def test_a_logged_model_scores_where_deepspark_is_not_installed(workdir):
         assert package in pinned, requirements
     assert ("jax" in pinned) or ("torch" in pinned)
     assert not list((folder / "code").rglob("__pycache__"))
+
+
+def test_a_torch_model_names_the_index_of_the_build_that_trained_it():
+    """A CPU (or other labelled) torch build is pinned with PyTorch's index for that label, so
+    the serving environment MLflow builds gets that build, not PyPI's CUDA one."""
+    from deepspark.tracking.pyfunc import _framework_requirements
+
+    assert _framework_requirements({"keras_backend": "torch", "torch": "2.13.0+cpu"}) == [
+        "--extra-index-url https://download.pytorch.org/whl/cpu",
+        "torch==2.13.0",
+    ]
+    assert _framework_requirements({"keras_backend": "torch", "torch": "2.13.0"}) == [
+        "torch==2.13.0"
+    ]
+    jax = {"keras_backend": "jax", "jax": "0.10.2", "jaxlib": "0.10.2"}
+    assert _framework_requirements(jax) == ["jax==0.10.2", "jaxlib==0.10.2"]

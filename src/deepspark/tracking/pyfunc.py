@@ -52,10 +52,20 @@ BUNDLE_DIR = "deepspark_bundle"  # the model's code/ folder holds deepspark unde
 _SCORING_PACKAGES = ("numpy", "pandas", "pyarrow", "rich")
 
 
+#: Where PyTorch publishes its builds by local label (``2.13.0+cpu``: ``.../whl/cpu``).
+TORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
 def _framework_requirements(versions: dict[str, str]) -> list[str]:
-    """The framework of the backend that trained the model (the artifact loads on either)."""
+    """The framework of the backend that trained the model (the artifact loads on either).
+
+    A torch build with a local label (``+cpu``, ``+cu126``) comes from PyTorch's own index for
+    that label, named in the requirements, so the environment MLflow builds for serving gets
+    the same build; PyPI's ``torch`` alone is the multi-GB CUDA build on Linux."""
     if versions["keras_backend"] == "torch":
-        return [f"torch=={versions['torch'].split('+')[0]}"]
+        release, _, label = versions["torch"].partition("+")
+        index = [f"--extra-index-url {TORCH_INDEX}{label}"] if label else []
+        return [*index, f"torch=={release}"]
     return [f"jax=={versions['jax']}", f"jaxlib=={versions['jaxlib']}"]
 
 
